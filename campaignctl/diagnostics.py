@@ -1,0 +1,65 @@
+"""Located problems: every error a user sees names file:line:col and what to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A position in a source file; line and column are 1-based, as editors show them."""
+
+    file: str
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        if not self.line:
+            return self.file
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a project. ``subject`` is the thing at fault ("cascade",
+    "segments.loyal.where"), ``hint`` says what to do about it."""
+
+    location: Location
+    subject: str
+    message: str
+    hint: str = ""
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        text = f"{self.location}: {self.subject}: {self.message}" if self.subject else f"{self.location}: {self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.location.file,
+            "line": self.location.line,
+            "col": self.location.col,
+            "severity": self.severity,
+            "subject": self.subject,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class ProjectError(Exception):
+    """Raised with every diagnostic found, never just the first."""
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = sorted(diagnostics, key=lambda d: (d.location, d.subject, d.message))
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+def display_path(path: Path, root: Path) -> str:
+    """Paths in messages are relative to the directory the user ran from when possible."""
+    for base in (Path.cwd(), root):
+        try:
+            return str(path.resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)

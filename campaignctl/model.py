@@ -1,0 +1,168 @@
+"""The validated project as frozen data.
+
+Definitions whose inner structure belongs to one later stage (a segment's
+condition tree, an offer's terms, a feature's parameters) are kept as the
+read-only mappings the loader produced, located, so that stage can still point
+at file:line:col; the fields every stage needs are typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .diagnostics import Location
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class TableMapping:
+    """Where a logical table of the data contract lives and how its columns are named."""
+
+    table: str
+    columns: Mapping[str, str] = EMPTY
+
+    def column(self, logical: str) -> str:
+        return self.columns.get(logical, logical)
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """A plugin chosen in the project file and its options (may hold ${env:...})."""
+
+    plugin: str
+    options: Mapping[str, Any] = EMPTY
+    location: Location = Location("")
+
+
+@dataclass(frozen=True)
+class DataSourceConfig(PluginConfig):
+    tables: Mapping[str, TableMapping] = EMPTY
+
+    def table(self, logical: str) -> TableMapping:
+        return self.tables.get(logical) or TableMapping(logical)
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    plugin: str
+    kind: str
+    cost: float
+    options: Mapping[str, Any] = EMPTY
+    location: Location = Location("")
+
+
+@dataclass(frozen=True)
+class FrequencyCap:
+    channel: str  # a channel name, or "any"
+    max: int
+    per: str  # duration
+
+
+@dataclass(frozen=True)
+class Policies:
+    global_holdout: float = 0.05
+    quiet_hours: tuple[str, str] | None = None  # (start, end) "HH:MM" in the customer's zone
+    frequency_caps: tuple[FrequencyCap, ...] = ()
+    suppress_inactive_days: int | None = 365
+    drr_limits: Mapping[str, float] = MappingProxyType({"bonus": 0.09, "discount": 0.15})
+    monthly_budget: float | None = None
+
+
+@dataclass(frozen=True)
+class Definition:
+    """Anything named in a document: where it is and what it says."""
+
+    name: str
+    location: Location
+    spec: Mapping[str, Any]  # the located mapping as written (read-only by convention)
+
+    @property
+    def description(self) -> str:
+        return self.spec.get("description", "")
+
+
+@dataclass(frozen=True)
+class Feature(Definition):
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class Segment(Definition):
+    @property
+    def where(self) -> Mapping[str, Any]:
+        return self.spec["where"]
+
+
+@dataclass(frozen=True)
+class Offer(Definition):
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class Template(Definition):
+    channel: str = ""  # a channel kind
+    files: Mapping[str, Path] = EMPTY  # part name (mjml, amp, text, html, body) -> resolved file
+
+
+@dataclass(frozen=True)
+class CascadeStep:
+    channel: str  # a channel name or "cheapest"
+    templates: Mapping[str, str]  # channel kind -> template name
+    wait: str = "0"
+    condition: str | None = None  # not_delivered | not_opened | not_clicked | not_converted
+    offer: str | None = None
+    location: Location = Location("")
+
+
+@dataclass(frozen=True)
+class Cascade(Definition):
+    steps: tuple[CascadeStep, ...] = ()
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    weight: float = 1.0
+    offer: str | None = None
+    delay: str | None = None
+
+
+@dataclass(frozen=True)
+class Campaign(Definition):
+    kind: str = "broadcast"
+    audience: str = ""
+    exclude: tuple[str, ...] = ()
+    cascade: str | None = None
+    message: CascadeStep | None = None  # a single-step campaign without a cascade
+    offer: str | None = None
+    control: float = 0.0
+    arms: tuple[Arm, ...] = ()
+    on_change: str = "continue"
+    priority: int = 50
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Project:
+    """A whole project, validated: every reference in it resolves."""
+
+    root: Path
+    name: str
+    timezone: str
+    currency: str
+    data_source: DataSourceConfig
+    state_store: PluginConfig
+    channels: Mapping[str, Channel]
+    policies: Policies
+    features: Mapping[str, Feature] = EMPTY
+    segments: Mapping[str, Segment] = EMPTY
+    offers: Mapping[str, Offer] = EMPTY
+    templates: Mapping[str, Template] = EMPTY
+    cascades: Mapping[str, Cascade] = EMPTY
+    campaigns: Mapping[str, Campaign] = EMPTY
+    files: tuple[str, ...] = field(default=(), compare=False)  # documents read, for reports
