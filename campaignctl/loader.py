@@ -172,6 +172,9 @@ def _mark(node: yaml.Node, file: str) -> Location:
     return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+_COLLECTION_TAGS = {"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"}
+
+
 def _build(node: yaml.Node, file: str, diagnostics: list[Diagnostic]) -> Any:
     # Iterative would be faster still, but YAML nesting in projects is shallow.
     if isinstance(node, yaml.ScalarNode):
@@ -180,6 +183,9 @@ def _build(node: yaml.Node, file: str, diagnostics: list[Diagnostic]) -> Any:
         except _Unsupported as exc:
             diagnostics.append(Diagnostic(_mark(node, file), "yaml", exc.message, exc.hint))
             return node.value
+    if node.tag not in _COLLECTION_TAGS and not isinstance(node, yaml.ScalarNode):
+        diagnostics.append(Diagnostic(_mark(node, file), "yaml", f"the tag {node.tag!r} is not allowed", "remove the tag; campaignctl reads plain YAML only"))
+        return None
     if isinstance(node, yaml.SequenceNode):
         out = LList(_mark(node, file))
         for item in node.value:

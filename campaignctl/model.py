@@ -18,12 +18,17 @@ from .diagnostics import Location
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+def _empty() -> Mapping[str, Any]:
+    return EMPTY
+
+
+
 @dataclass(frozen=True)
 class TableMapping:
     """Where a logical table of the data contract lives and how its columns are named."""
 
     table: str
-    columns: Mapping[str, str] = EMPTY
+    columns: Mapping[str, str] = field(default_factory=_empty)
 
     def column(self, logical: str) -> str:
         return self.columns.get(logical, logical)
@@ -34,13 +39,13 @@ class PluginConfig:
     """A plugin chosen in the project file and its options (may hold ${env:...})."""
 
     plugin: str
-    options: Mapping[str, Any] = EMPTY
+    options: Mapping[str, Any] = field(default_factory=_empty)
     location: Location = Location("")
 
 
 @dataclass(frozen=True)
 class DataSourceConfig(PluginConfig):
-    tables: Mapping[str, TableMapping] = EMPTY
+    tables: Mapping[str, TableMapping] = field(default_factory=_empty)
 
     def table(self, logical: str) -> TableMapping:
         return self.tables.get(logical) or TableMapping(logical)
@@ -52,7 +57,7 @@ class Channel:
     plugin: str
     kind: str
     cost: float
-    options: Mapping[str, Any] = EMPTY
+    options: Mapping[str, Any] = field(default_factory=_empty)
     location: Location = Location("")
 
 
@@ -69,7 +74,7 @@ class Policies:
     quiet_hours: tuple[str, str] | None = None  # (start, end) "HH:MM" in the customer's zone
     frequency_caps: tuple[FrequencyCap, ...] = ()
     suppress_inactive_days: int | None = 365
-    drr_limits: Mapping[str, float] = MappingProxyType({"bonus": 0.09, "discount": 0.15})
+    drr_limits: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({"bonus": 0.09, "discount": 0.15}))
     monthly_budget: float | None = None
 
 
@@ -106,13 +111,14 @@ class Offer(Definition):
 @dataclass(frozen=True)
 class Template(Definition):
     channel: str = ""  # a channel kind
-    files: Mapping[str, Path] = EMPTY  # part name (mjml, amp, text, html, body) -> resolved file
+    files: Mapping[str, Path] = field(default_factory=_empty)  # part name (mjml, amp, text, html, body) -> resolved file
 
 
 @dataclass(frozen=True)
 class CascadeStep:
     channel: str  # a channel name or "cheapest"
-    templates: Mapping[str, str]  # channel kind -> template name
+    templates: Mapping[str, str]  # channel kind -> template name, for "cheapest"
+    template: str | None = None  # the one template when the channel is fixed
     wait: str = "0"
     condition: str | None = None  # not_delivered | not_opened | not_clicked | not_converted
     offer: str | None = None
@@ -159,10 +165,10 @@ class Project:
     state_store: PluginConfig
     channels: Mapping[str, Channel]
     policies: Policies
-    features: Mapping[str, Feature] = EMPTY
-    segments: Mapping[str, Segment] = EMPTY
-    offers: Mapping[str, Offer] = EMPTY
-    templates: Mapping[str, Template] = EMPTY
-    cascades: Mapping[str, Cascade] = EMPTY
-    campaigns: Mapping[str, Campaign] = EMPTY
+    features: Mapping[str, Feature] = field(default_factory=_empty)
+    segments: Mapping[str, Segment] = field(default_factory=_empty)
+    offers: Mapping[str, Offer] = field(default_factory=_empty)
+    templates: Mapping[str, Template] = field(default_factory=_empty)
+    cascades: Mapping[str, Cascade] = field(default_factory=_empty)
+    campaigns: Mapping[str, Campaign] = field(default_factory=_empty)
     files: tuple[str, ...] = field(default=(), compare=False)  # documents read, for reports

@@ -3,13 +3,45 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from ..plugins import PluginError, plugin_manager
+from .output import fail
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="campaignctl")
-def cli() -> None:
-    """Campaign-as-code for retail CRM."""
+@click.option(
+    "-C",
+    "--project",
+    type=click.Path(file_okay=True, dir_okay=True),
+    default=".",
+    envvar="CAMPAIGNCTL_PROJECT",
+    show_default=True,
+    help="The project directory (holding campaignctl.yaml).",
+)
+def cli(project: str) -> None:
+    """Campaign-as-code for retail CRM: validate, plan and apply campaigns kept in git."""
+
+
+def _add_builtin_commands() -> None:
+    from .project_commands import init_command, plugins_command, schema_group, validate_command
+
+    for command in (init_command, validate_command, plugins_command, schema_group):
+        cli.add_command(command)
+    for module, name in ((".demo", "demo_data_command"), (".segment", "segment_group"), (".data", "data_group")):
+        try:  # TEMPORARY until these command groups land
+            import importlib
+
+            cli.add_command(getattr(importlib.import_module(module, __package__), name))
+        except (ImportError, AttributeError):
+            pass
+
+
+_add_builtin_commands()
 
 
 def main() -> None:
+    try:
+        plugin_manager().hook.register_commands(cli=cli)
+    except PluginError as exc:
+        fail(str(exc))
     cli()

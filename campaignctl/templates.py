@@ -1,0 +1,81 @@
+"""Templates: sandboxed Jinja2 with StrictUndefined (a missing variable fails
+the plan instead of mailing "Hello, !" to a million people), MJML compiled by
+mjml-python."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from .diagnostics import Diagnostic, Location
+from .loader import locate
+
+# Parts that name a file relative to the project, and parts written inline.
+FILE_PARTS = ("mjml", "amp", "html", "text")
+INLINE_PARTS = ("subject", "preheader", "body", "title", "url", "button")
+
+
+@lru_cache(maxsize=2)
+def environment(autoescape: bool) -> SandboxedEnvironment:
+    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=autoescape, keep_trailing_newline=True)
+
+
+def template_files(spec: Any, root: Path) -> dict[str, Path]:
+    """The files a template definition names, resolved inside the project."""
+    return {part: (root / spec[part]) for part in FILE_PARTS if isinstance(spec, dict) and isinstance(spec.get(part), str)}
+
+
+def check_template(spec: Any, root: Path, display_root: str) -> list[Diagnostic]:
+    """Missing files, files outside the project, Jinja syntax errors and MJML parse errors."""
+    diagnostics: list[Diagnostic] = []
+    if not isinstance(spec, dict):
+        return diagnostics
+    for part in INLINE_PARTS:
+        text = spec.get(part)
+        if isinstance(text, str):
+            error = _jinja_error(text)
+            if error:
+                line, message = error
+                base = locate(spec, (part,))
+                diagnostics.append(Diagnostic(base, part, f"template does not compile: {message}", "fix the Jinja syntax ({{ ... }}, {% ... %})"))
+    resolved_root = root.resolve()
+    for part, path in template_files(spec, root).items():
+        shown = f"{display_root}/{spec[part]}" if display_root not in ("", ".") else spec[part]
+        if not path.resolve().is_relative_to(resolved_root):
+            diagnostics.append(Diagnostic(locate(spec, (part,)), part, f"{spec[part]!r} is outside the project", "keep template files inside the project directory"))
+            continue
+        if not path.is_file():
+            diagnostics.append(Diagnostic(locate(spec, (part,)), part, f"template file {spec[part]!r} does not exist", "create it or fix the path (relative to the project directory)"))
+            continue
+        text = path.read_text("utf-8", errors="replace")
+        error = _jinja_error(text)
+        if error:
+            line, message = error
+            diagnostics.append(Diagnostic(Location(shown, line, 1), part, f"template does not compile: {message}", "fix the Jinja syntax ({{ ... }}, {% ... %})"))
+        elif part == "mjml":
+            mjml_error = _mjml_error(text)
+            if mjml_error:
+                diagnostics.append(Diagnostic(Location(shown, 1, 1), "mjml", f"MJML does not parse: {mjml_error}", "check that every mj- tag is closed and nested as MJML requires"))
+    return diagnostics
+
+
+def _jinja_error(text: str) -> tuple[int, str] | None:
+    try:
+        environment(False).parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        return exc.lineno or 1, exc.message or "syntax error"
+    return None
+
+
+def _mjml_error(text: str) -> str | None:
+    from mjml import mjml2html  # imported on use: validation of projects without e-mail stays fast
+
+    try:
+        mjml2html(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
