@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import pyarrow
 
-from .model import Channel, DataSourceConfig
+from .model import Channel, DataSourceConfig, PluginConfig
 
 
 @runtime_checkable
@@ -70,3 +70,8 @@ class ChannelSender(Protocol):
 
 
 ChannelFactory = Callable[[Channel, Path], ChannelSender]
+
+
+# The StateStore protocol lives with the state it keeps, in campaignctl.state;
+# a factory receives the project's state_store settings and the project directory.
+StateStoreFactory = Callable[[PluginConfig, Path], Any]

@@ -14,7 +14,7 @@ from typing import Callable
 import click
 import pluggy
 
-from .contracts import ChannelFactory, DataSourceFactory
+from .contracts import ChannelFactory, DataSourceFactory, StateStoreFactory
 
 hookspec = pluggy.HookspecMarker("campaignctl")
 hookimpl = pluggy.HookimplMarker("campaignctl")
@@ -30,6 +30,12 @@ def register_data_sources(register: Callable[[str, DataSourceFactory], None]) ->
 def register_channels(register: Callable[[str, ChannelFactory], None]) -> None:
     """Register channel senders: ``register(name, factory)``; the factory takes a
     project Channel and the project directory and returns a ChannelSender."""
+
+
+@hookspec
+def register_state_stores(register: Callable[[str, StateStoreFactory], None]) -> None:
+    """Register state stores: ``register(name, factory)``; the factory takes the
+    project's state_store settings and the project directory and returns a StateStore."""
 
 
 @hookspec

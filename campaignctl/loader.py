@@ -17,7 +17,7 @@ import yaml
 from .diagnostics import Diagnostic, Location
 
 try:  # libyaml composes nodes in C; the pure-Python parser is the fallback
-    from yaml import CParser as _Parser
+    from yaml._yaml import CParser as _Parser
 
     _NEEDS_COMPOSER = False
 except ImportError:  # pragma: no cover
@@ -136,7 +136,7 @@ def load_text(text: str, file: str) -> LoadResult:
         problem = exc.problem or exc.context or "malformed YAML"
         if "expected a single document" in str(exc.context or "") or "but found another document" in problem:
             return LoadResult(None, [Diagnostic(where, "yaml", "more than one YAML document in this file", "keep one document per file; remove the '---' separator")])
-        return LoadResult(None, [Diagnostic(where, "yaml", problem, _yaml_hint(problem))])
+        return LoadResult(None, [Diagnostic(where, "yaml", problem, _yaml_hint(problem, _char_at(text, mark)))])
     except yaml.YAMLError as exc:  # reader errors: bad bytes, control characters
         return LoadResult(None, [Diagnostic(Location(file, 1, 1), "yaml", str(exc).splitlines()[0], "save the file as UTF-8 text")])
     if node is None:
@@ -156,8 +156,16 @@ def load_file(path: Path, display: str) -> LoadResult:
     return load_text(text, display)
 
 
-def _yaml_hint(problem: str) -> str:
-    if "'\\t'" in problem or "tab" in problem:
+def _char_at(text: str, mark: Any) -> str:
+    if mark is None:
+        return ""
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    return line[mark.column] if mark.column < len(line) else ""
+
+
+def _yaml_hint(problem: str, char: str = "") -> str:
+    if char == "\t" or "'\\t'" in problem or "tab" in problem:
         return "indent with spaces, not tabs"
     if "mapping values are not allowed" in problem:
         return "a value containing ': ' must be quoted"

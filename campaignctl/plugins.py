@@ -40,6 +40,7 @@ class Registry:
 
     data_sources: dict[str, Callable[..., Any]]
     channels: dict[str, Callable[..., Any]]
+    state_stores: dict[str, Callable[..., Any]]
 
 
 _pm: pluggy.PluginManager | None = None
@@ -112,6 +113,7 @@ def registry() -> Registry:
         _registry = Registry(
             data_sources=_collect(pm.hook.register_data_sources, "data source"),
             channels=_collect(pm.hook.register_channels, "channel"),
+            state_stores=_collect(pm.hook.register_state_stores, "state store"),
         )
     return _registry
 

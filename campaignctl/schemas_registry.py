@@ -141,6 +141,10 @@ def _explain(root: Any, error: jsonschema.ValidationError, base_path: tuple) -> 
     if kind in ("minProperties", "maxProperties") and isinstance(error.instance, dict):
         keys = ", ".join(map(str, error.instance)) or "none"
         return [Diagnostic(where, subject, f"expected exactly one key here, found {len(error.instance)} ({keys})", schema.get("description", ""))]
+    if kind == "not":
+        # The schemas title a `not` with the rule it enforces ("only one comparison operator").
+        rule = error.validator_value.get("title") if isinstance(error.validator_value, dict) else None
+        return [Diagnostic(where, subject, rule or f"{_describe(error.instance)} is not allowed here")]
     if kind in ("oneOf", "anyOf") and error.context:
         best = jsonschema.exceptions.best_match(error.context)
         return _explain(root, best, base_path)

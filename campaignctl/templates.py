@@ -24,9 +24,22 @@ def environment(autoescape: bool) -> SandboxedEnvironment:
     return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=autoescape, keep_trailing_newline=True)
 
 
+def file_parts(spec: Any) -> dict[str, tuple[tuple, str]]:
+    """part -> (path inside the spec, relative file name) for every part kept in a
+    file: mjml/amp/html/text always, inline parts when written as {file: ...}."""
+    if not isinstance(spec, dict):
+        return {}
+    found = {part: ((part,), spec[part]) for part in FILE_PARTS if isinstance(spec.get(part), str)}
+    for part in INLINE_PARTS:
+        value = spec.get(part)
+        if isinstance(value, dict) and isinstance(value.get("file"), str):
+            found[part] = ((part, "file"), value["file"])
+    return found
+
+
 def template_files(spec: Any, root: Path) -> dict[str, Path]:
     """The files a template definition names, resolved inside the project."""
-    return {part: (root / spec[part]) for part in FILE_PARTS if isinstance(spec, dict) and isinstance(spec.get(part), str)}
+    return {part: root / name for part, (_, name) in file_parts(spec).items()}
 
 
 def check_template(spec: Any, root: Path, display_root: str) -> list[Diagnostic]:
@@ -43,13 +56,14 @@ def check_template(spec: Any, root: Path, display_root: str) -> list[Diagnostic]
                 base = locate(spec, (part,))
                 diagnostics.append(Diagnostic(base, part, f"template does not compile: {message}", "fix the Jinja syntax ({{ ... }}, {% ... %})"))
     resolved_root = root.resolve()
-    for part, path in template_files(spec, root).items():
-        shown = f"{display_root}/{spec[part]}" if display_root not in ("", ".") else spec[part]
+    for part, (spec_path, name) in file_parts(spec).items():
+        path = root / name
+        shown = f"{display_root}/{name}" if display_root not in ("", ".") else name
         if not path.resolve().is_relative_to(resolved_root):
-            diagnostics.append(Diagnostic(locate(spec, (part,)), part, f"{spec[part]!r} is outside the project", "keep template files inside the project directory"))
+            diagnostics.append(Diagnostic(locate(spec, spec_path), part, f"{name!r} is outside the project", "keep template files inside the project directory"))
             continue
         if not path.is_file():
-            diagnostics.append(Diagnostic(locate(spec, (part,)), part, f"template file {spec[part]!r} does not exist", "create it or fix the path (relative to the project directory)"))
+            diagnostics.append(Diagnostic(locate(spec, spec_path), part, f"template file {name!r} does not exist", "create it or fix the path (relative to the project directory)"))
             continue
         text = path.read_text("utf-8", errors="replace")
         error = _jinja_error(text)

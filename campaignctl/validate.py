@@ -5,7 +5,7 @@ and returns every problem at once."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from .diagnostics import Diagnostic, Location
 from .loader import LDict, LList, locate
@@ -165,6 +165,10 @@ def _check_cycles(segments: dict[str, Entry]) -> list[Diagnostic]:
     return diagnostics
 
 
+def _field(entry: Entry, key: str) -> Any:
+    return entry.spec.get(key) if isinstance(entry.spec, dict) else None
+
+
 def _check_template_channels(docs: Documents) -> list[Diagnostic]:
     """A step that names one template for one channel must use a template made for it."""
     channels, templates = docs.names("channels"), docs.names("templates")
@@ -174,10 +178,10 @@ def _check_template_channels(docs: Documents) -> list[Diagnostic]:
         if not isinstance(step, dict):
             return
         channel_name, template_name = step.get("channel"), step.get("template")
-        if not isinstance(template_name, str) or template_name not in templates or channel_name not in channels:
+        if not isinstance(template_name, str) or template_name not in templates or not isinstance(channel_name, str) or channel_name not in channels:
             return
-        channel_kind = channels[channel_name].spec.get("kind") if isinstance(channels[channel_name].spec, dict) else None
-        template_kind = templates[template_name].spec.get("channel")
+        channel_kind = _field(channels[channel_name], "kind")
+        template_kind = _field(templates[template_name], "channel")
         if channel_kind and template_kind and channel_kind != template_kind:
             diagnostics.append(
                 Diagnostic(
@@ -187,13 +191,14 @@ def _check_template_channels(docs: Documents) -> list[Diagnostic]:
                     f"use a {channel_kind} template, or `templates:` to give one per channel",
                 )
             )
-        for kind, name in (step.get("templates") or {}).items():
-            if name in templates and templates[name].spec.get("channel") != kind:
+        per_channel = step.get("templates")
+        for kind, name in (per_channel.items() if isinstance(per_channel, dict) else ()):
+            if isinstance(name, str) and name in templates and _field(templates[name], "channel") != kind:
                 diagnostics.append(
                     Diagnostic(
                         locate(owner.spec, step_path + ("templates", kind)),
                         "templates",
-                        f"template {name!r} is for {templates[name].spec.get('channel')}, not {kind}",
+                        f"template {name!r} is for {_field(templates[name], 'channel')}, not {kind}",
                         "give each channel kind a template made for it",
                     )
                 )
@@ -217,9 +222,7 @@ def check_plugins(docs: Documents, available: dict[str, set[str]]) -> list[Diagn
         for _, value in values_at(project, path):
             names = available.get(registry_kind, set())
             if isinstance(value, str) and value not in names:
-                hint = suggest(value, names) or f"installed {what} plugins: {', '.join(sorted(names)) or 'none'} (see `campaignctl plugins`)"
+                hint = suggest(value, names) or f"installed {what} plugins: {', '.join(sorted(names)) or 'none'}; see `campaignctl plugins`"
                 diagnostics.append(Diagnostic(locate(project, path), "plugin", f"unknown {what} plugin {value!r}", hint))
     return diagnostics
 
-
-SemanticCheck = Callable[[Documents], list[Diagnostic]]
