@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
-
-import pyarrow
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from .model import Channel, DataSourceConfig, PluginConfig
+
+if TYPE_CHECKING:  # pyarrow is heavy to import; `campaignctl --help` must not pay for it
+    import pyarrow
 
 
 @runtime_checkable

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, order=True)
-class Location:
-    """A position in a source file; line and column are 1-based, as editors show them."""
+class Location(NamedTuple):
+    """A position in a source file; line and column are 1-based, as editors show
+    them. A tuple because the loader makes one for every key and value."""
 
     file: str
     line: int = 0
@@ -57,9 +60,13 @@ class ProjectError(Exception):
 
 def display_path(path: Path, root: Path) -> str:
     """Paths in messages are relative to the directory the user ran from when possible."""
-    for base in (Path.cwd(), root):
-        try:
-            return str(path.resolve().relative_to(base.resolve()))
-        except ValueError:
-            continue
+    absolute = Path(os.path.abspath(path))
+    for base in (_absolute(Path.cwd()), _absolute(root)):
+        if absolute.is_relative_to(base):
+            return str(absolute.relative_to(base))
     return str(path)
+
+
+@lru_cache(maxsize=16)
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))

@@ -50,20 +50,44 @@ class LList(list):
         self.item_marks: list[Location] = []
 
 
-class _Resolver(yaml.resolver.BaseResolver):
-    """YAML 1.2 core schema, minus timestamps (dates stay strings)."""
+_STR, _SEQ, _MAP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+_NULL = "tag:yaml.org,2002:null"
+# YAML 1.2 core schema, minus timestamps (dates stay strings): by first character.
+_IMPLICIT: dict[str, list[tuple[str, re.Pattern]]] = {}
+for _tag, _pattern, _firsts in (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+    (_NULL, r"^(?:~|null|Null|NULL)$", "~nN"),
+):
+    for _first in _firsts:
+        _IMPLICIT.setdefault(_first, []).append((_tag, re.compile(_pattern)))
 
 
-_Resolver.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-_Resolver.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
-)
-_Resolver.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."),
-)
-_Resolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
+class _Resolver:
+    """Tag resolution for the C composer, which calls these methods once per node;
+    lean on purpose (it is most of the parsing time) and without path resolvers."""
+
+    def descend_resolver(self, current_node, current_index):
+        pass
+
+    def ascend_resolver(self):
+        pass
+
+    def resolve(self, kind, value, implicit):
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                if not value:
+                    return _NULL
+                for tag, pattern in _IMPLICIT.get(value[0], ()):
+                    if pattern.match(value):
+                        return tag
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
 
 
 if _NEEDS_COMPOSER:  # pragma: no cover
@@ -74,14 +98,11 @@ if _NEEDS_COMPOSER:  # pragma: no cover
             yaml.scanner.Scanner.__init__(self)
             _Parser.__init__(self)
             yaml.composer.Composer.__init__(self)
-            _Resolver.__init__(self)
 
 else:
 
     class _Composer(_Parser, _Resolver):  # type: ignore[no-redef]
-        def __init__(self, stream):
-            _Parser.__init__(self, stream)
-            _Resolver.__init__(self)
+        pass
 
 
 _FLOAT_SPECIAL = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}

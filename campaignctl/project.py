@@ -104,10 +104,8 @@ def _installed_plugins() -> dict[str, set[str]]:
 
 def _semantic_checks(project: model.Project) -> list[Diagnostic]:
     """Rules that need the built model (condition semantics the schema cannot state)."""
-    try:  # TEMPORARY until campaignctl.segments lands
-        from .segments import check_segments
-    except ImportError:
-        return []
+    from .segments import check_segments
+
     return check_segments(project)
 
 

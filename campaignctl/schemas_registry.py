@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any, Iterable
 
 import jsonschema
+import jsonschema_rs
 from referencing import Registry, Resource
 
 from .diagnostics import Diagnostic
@@ -33,6 +34,15 @@ def _registry() -> Registry:
 
 
 @lru_cache(maxsize=None)
+def fast_validator(name: str):
+    """The same schema compiled by jsonschema-rs: answers "valid?" about forty
+    times faster than jsonschema, which we keep for explaining what is wrong."""
+    schemas = schema_files()
+    registry = jsonschema_rs.Registry([(schema.get("$id", BASE_URI + file), schema) for file, schema in schemas.items()])
+    return jsonschema_rs.validator_for(schemas[name], registry=registry)
+
+
+@lru_cache(maxsize=None)
 def validator(name: str) -> jsonschema.protocols.Validator:
     """A validator for ``project.json`` or ``document.json`` with $refs resolved."""
     schema = schema_files()[name]
@@ -42,6 +52,8 @@ def validator(name: str) -> jsonschema.protocols.Validator:
 
 def schema_errors(instance: Any, schema_name: str, *, base_path: tuple = ()) -> list[Diagnostic]:
     """All schema violations of ``instance`` as located diagnostics."""
+    if fast_validator(schema_name).is_valid(instance):
+        return []
     diagnostics: list[Diagnostic] = []
     for error in validator(schema_name).iter_errors(instance):
         diagnostics.extend(_explain(instance, error, base_path))

@@ -4,6 +4,7 @@ mjml-python."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,10 @@ def check_template(spec: Any, root: Path, display_root: str) -> list[Diagnostic]
                 line, message = error
                 base = locate(spec, (part,))
                 diagnostics.append(Diagnostic(base, part, f"template does not compile: {message}", "fix the Jinja syntax ({{ ... }}, {% ... %})"))
-    resolved_root = root.resolve()
     for part, (spec_path, name) in file_parts(spec).items():
         path = root / name
         shown = f"{display_root}/{name}" if display_root not in ("", ".") else name
-        if not path.resolve().is_relative_to(resolved_root):
+        if not _inside(root, name):
             diagnostics.append(Diagnostic(locate(spec, spec_path), part, f"{name!r} is outside the project", "keep template files inside the project directory"))
             continue
         if not path.is_file():
@@ -75,6 +75,12 @@ def check_template(spec: Any, root: Path, display_root: str) -> list[Diagnostic]
             if mjml_error:
                 diagnostics.append(Diagnostic(Location(shown, 1, 1), "mjml", f"MJML does not parse: {mjml_error}", "check that every mj- tag is closed and nested as MJML requires"))
     return diagnostics
+
+
+def _inside(root: Path, name: str) -> bool:
+    """A relative path that stays inside the project (no absolute paths, no '..' out of it)."""
+    normal = os.path.normpath(name)
+    return not os.path.isabs(normal) and normal != ".." and not normal.startswith(".." + os.sep)
 
 
 def _jinja_error(text: str) -> tuple[int, str] | None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..demo_data import DemoSummary, generate_demo_data
+from .output import emit_json, format_option, project_dir
+
+if TYPE_CHECKING:
+    from ..demo_data import DemoSummary
 
 
 def _parse_as_of(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -25,8 +29,7 @@ def _parse_as_of(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 def _default_out_dir(ctx: click.Context) -> Path:
     """The `data` directory of the project chosen with the group's -C/--project."""
-    project = ctx.find_root().params.get("project") or "."
-    return Path(project) / "data"
+    return Path(project_dir(ctx)) / "data"
 
 
 @click.command("demo-data")
@@ -38,12 +41,13 @@ def _default_out_dir(ctx: click.Context) -> Path:
               help="The moment the data describes (ISO; naive means UTC). Default: now, to the hour.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Output directory. Default: the project's data directory.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option
 @click.pass_context
 def demo_data_command(ctx: click.Context, customers: int, seed: int, as_of: datetime | None,
                       out_dir: Path | None, output_format: str) -> None:
     """Write a realistic demo retailer (118 stores, ~20 orders per customer) as Parquet."""
+    from ..demo_data import generate_demo_data  # numpy and pyarrow load only when generating
+
     out_dir = out_dir or _default_out_dir(ctx)
     # Progress goes to stderr so that --format json output stays clean, and
     # only to a terminal: logs of CI jobs get no bar redrawn a hundred times.
@@ -61,7 +65,7 @@ def demo_data_command(ctx: click.Context, customers: int, seed: int, as_of: date
         except OSError as error:
             raise click.ClickException(f"cannot write to {out_dir}: {error}") from error
     if output_format == "json":
-        click.echo(json.dumps(_as_json(summary, out_dir, seed), indent=2))
+        emit_json(_as_json(summary, out_dir, seed))
     else:
         _print_summary(summary, out_dir)
 

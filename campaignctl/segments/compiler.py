@@ -1,0 +1,797 @@
+"""Segments -> one SQL query, built as a sqlglot AST.
+
+The query has four layers, each a CTE:
+
+1. ``<table>_agg``: every distinct aggregate any requested segment or feature
+   needs, computed in ONE pass per source table (orders, order_lines joined to
+   orders, events) as ``agg(...) FILTER (WHERE ...)`` grouped by customer;
+2. ``customer_facts``: customers LEFT JOIN those aggregates (count and sum of
+   nothing are 0), plus per-customer lookups (favourite category, main store,
+   latest consents, price drops in the cart);
+3. ``<feature>_edges``: population statistics, one row each (quantile edges
+   with continuous interpolation, IQR fences), so scores depend on values only;
+4. ``customer_features``: facts plus feature columns;
+
+and the final SELECT adds one non-null boolean per segment (a comparison with
+NULL is false; segment references are inlined).
+
+Every time boundary is computed from ``now`` in Python and rendered as a
+literal, so the query is a pure function of the project and ``now``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from sqlglot import exp
+
+from ..datacontract import CONTRACT, column_type
+from ..diagnostics import Diagnostic, ProjectError
+from ..model import Project
+from .conditions import (
+    WEEKDAYS,
+    Abandoned,
+    Aggregate,
+    AggregateCompare,
+    AllOf,
+    AnyOf,
+    Birthday,
+    ConditionParser,
+    Consent,
+    CustomerField,
+    FeatureCompare,
+    Node,
+    Not,
+    PriceDropInCart,
+    Problems,
+    Sample,
+    SegmentRef,
+    ZERO_WHEN_EMPTY,
+    period_spec,
+    walk,
+)
+from .features import RFM, FavouriteCategory, FeatureDef, Lifecycle, MainStore, QuantileBands, Scoring, Value, parse_feature
+from .periods import Window, birthday_keys, local_now, period_window
+
+DIALECTS = ("duckdb", "postgres", "spark")
+CUSTOMER_FIELDS = tuple(CONTRACT["customers"])
+CONTACT_FIELD = {"email": "email", "sms": "phone", "whatsapp": "phone", "telegram": "phone", "push": "push_token", "web_push": "web_push_endpoint"}
+# Weekday numbers come from days since a known Monday: the same integer
+# arithmetic on every dialect, unlike DAYOFWEEK whose numbering differs.
+A_MONDAY = date(1900, 1, 1)
+SAMPLE_HEX_DIGITS = 8
+
+
+def segment_column(name: str) -> str:
+    return f"segment.{name}"
+
+
+def feature_column(name: str) -> str:
+    return f"feature.{name}"
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    """One query returning one row per customer: ``customer_id``, a boolean
+    ``segment.<name>`` column per segment and a ``feature.<name>`` column per
+    feature value (``feature.rfm.r`` for parts)."""
+
+    sql: str
+    dialect: str
+    segments: tuple[str, ...]
+    features: tuple[str, ...]  # feature value names: "rfm", "rfm.r", ...
+
+
+@dataclass(frozen=True)
+class ParsedProject:
+    segments: Mapping[str, Node]
+    features: Mapping[str, FeatureDef]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def parse_project(project: Project) -> ParsedProject:
+    """Every segment condition and feature as typed data, with every problem found."""
+    diagnostics: list[Diagnostic] = []
+    features = {name: parsed for name, feature in project.features.items() if (parsed := parse_feature(feature, diagnostics))}
+    parts = {name: frozenset(feature.parts) for name, feature in features.items()}
+    parts.update({name: frozenset({""}) for name in project.features if name not in features})  # reported already
+    segments = {}
+    for name, segment in project.segments.items():
+        problems = Problems(segment.spec, f"segments.{name}", diagnostics)
+        if "where" not in segment.spec:
+            problems.add((), "a segment needs a `where` condition")
+            continue
+        node = ConditionParser(problems, project.segments, parts, CUSTOMER_FIELDS).parse(segment.spec["where"], ("where",))
+        if node is not None:
+            segments[name] = node
+    diagnostics += _cycles(project, segments)
+    return ParsedProject(segments, features, tuple(diagnostics))
+
+
+def _cycles(project: Project, segments: Mapping[str, Node]) -> list[Diagnostic]:
+    diagnostics = []
+    for start in segments:
+        path = [start]
+
+        def visit(name: str) -> bool:
+            for node in walk(segments.get(name)) if name in segments else ():
+                if isinstance(node, SegmentRef):
+                    if node.name == start:
+                        Problems(project.segments[name].spec, f"segments.{name}", diagnostics).add(
+                            node.path, f"segments refer to each other in a cycle: {' -> '.join(path + [start])}", "a segment cannot include itself")
+                        return True
+                    if node.name not in path:
+                        path.append(node.name)
+                        if visit(node.name):
+                            return True
+                        path.pop()
+            return False
+
+        if visit(start):
+            break  # validation reports every cycle; here one keeps compile from recursing forever
+    return diagnostics
+
+
+def check_segments(project: Project) -> list[Diagnostic]:
+    """Semantic problems in segments and features the JSON Schema cannot catch."""
+    return list(parse_project(project).diagnostics)
+
+
+def compile_segments(project: Project, names: Sequence[str] | None = None, *, now: datetime, dialect: str = "duckdb",
+                     features: Sequence[str] = ()) -> CompiledQuery:
+    """The query computing ``names`` (default: every segment), the segments they
+    refer to, the features they use and the extra ``features`` asked for."""
+    query = _build(project, names, now=now, dialect=dialect, features=features)
+    return CompiledQuery(query.render(), dialect, query.segment_names, query.feature_names)
+
+
+def _build(project: Project, names: Sequence[str] | None, *, now: datetime, dialect: str, features: Sequence[str] = ()) -> "QueryBuilder":
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
+    parsed = parse_project(project)
+    if parsed.diagnostics:
+        raise ProjectError(list(parsed.diagnostics))
+    names = list(project.segments) if names is None else list(names)
+    unknown = [name for name in list(names) + list(features) if name not in parsed.segments and name not in parsed.features]
+    if unknown:
+        raise KeyError(f"unknown segment or feature: {', '.join(unknown)}")
+    builder = QueryBuilder(project, parsed, now, dialect)
+    for name in names:
+        builder.segment(name)
+    for name in features:
+        builder.feature(name)
+    return builder
+
+
+# --- SQL building blocks -------------------------------------------------------------
+
+
+def literal(value: Any) -> exp.Expression:
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if value is None:
+        return exp.Null()
+    if isinstance(value, (int, float)):
+        return exp.Literal.number(value)
+    if isinstance(value, datetime):
+        return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMPTZ" if value.tzinfo else "TIMESTAMP")
+    if isinstance(value, date):
+        return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
+    return exp.Literal.string(str(value))
+
+
+def ident(name: str) -> exp.Column:
+    """A column of an inner layer by its own (possibly dotted) name."""
+    return exp.Column(this=exp.to_identifier(name, quoted=True))
+
+
+def is_in(expression: exp.Expression, values: Iterable[Any]) -> exp.Expression:
+    return exp.In(this=expression, expressions=[literal(value) for value in values])
+
+
+def count_true(condition: exp.Expression) -> exp.Expression:
+    return exp.Sum(this=exp.Case(ifs=[exp.If(this=condition, true=exp.Literal.number(1))], default=exp.Literal.number(0)))
+
+
+def case(branches: Sequence[tuple[exp.Expression, exp.Expression]], default: exp.Expression | None = None) -> exp.Expression:
+    return exp.Case(ifs=[exp.If(this=condition, true=value) for condition, value in branches], default=default)
+
+
+def as_bool(expression: exp.Expression) -> exp.Expression:
+    """Two-valued logic: a comparison with NULL is false, so NOT works as people expect."""
+    return exp.Coalesce(this=expression, expressions=[exp.false()])
+
+
+def compare(value: exp.Expression, op: str, operand: Any, cast: str | None = None) -> exp.Expression:
+    def lit(item: Any) -> exp.Expression:
+        return exp.cast(literal(item), cast) if cast and isinstance(item, str) else literal(item)
+
+    if op == "is_null":
+        null = exp.Is(this=value, expression=exp.Null())
+        return null if operand else exp.Not(this=null)
+    if op == "in":
+        return as_bool(exp.In(this=value, expressions=[lit(item) for item in operand]))
+    if op == "not_in":
+        return as_bool(exp.Not(this=exp.In(this=value, expressions=[lit(item) for item in operand])))
+    if op == "between":
+        return as_bool(exp.Between(this=value, low=lit(operand[0]), high=lit(operand[1])))
+    operator = {"eq": exp.EQ, "ne": exp.NEQ, "lt": exp.LT, "lte": exp.LTE, "gt": exp.GT, "gte": exp.GTE}[op]
+    return as_bool(operator(this=value, expression=lit(operand)))
+
+
+def quantile(value: exp.Expression, fraction: float, dialect: str) -> exp.Expression:
+    """Continuous (interpolated) quantile. Spark's PERCENTILE is the exact,
+    interpolated one; sqlglot would render PercentileCont for Spark in a form
+    Spark does not accept, and PERCENTILE_APPROX would change the edges."""
+    if dialect == "spark":
+        return exp.Quantile(this=value, quantile=exp.Literal.number(fraction))
+    return exp.PercentileCont(this=value, expression=exp.Literal.number(fraction))
+
+
+# --- the builder ----------------------------------------------------------------------
+
+
+class QueryBuilder:
+    """Collects what the requested segments need while turning their conditions
+    into expressions over ``customer_features``, then assembles the CTEs."""
+
+    def __init__(self, project: Project, parsed: ParsedProject, now: datetime, dialect: str):
+        self.project, self.parsed, self.dialect = project, parsed, dialect
+        self.now = local_now(now, project.timezone)
+        self.today = self.now.date()
+        self.source = project.data_source
+        self.aggregates: dict[Aggregate, str] = {}  # resolved aggregate -> customer_facts column
+        self.customer_fields: list[str] = ["customer_id"]
+        self.consents: list[str] = []
+        self.price_drops: dict[tuple[timedelta, timedelta], str] = {}
+        self.lookups: dict[str, tuple[str, exp.Select]] = {}  # cte -> (customer_facts column, first row per customer)
+        self.features: dict[str, FeatureDef] = {}
+        self.feature_columns: dict[str, exp.Expression] = {}  # "rfm.r" -> expression over customer_facts
+        self.edge_ctes: dict[str, exp.Expression] = {}
+        self.segments: dict[str, exp.Expression] = {}
+
+    @property
+    def segment_names(self) -> tuple[str, ...]:
+        return tuple(self.segments)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self.feature_columns)
+
+    # names of the data source
+
+    def table(self, logical: str, alias: str) -> exp.Table:
+        table = exp.to_table(self.source.table(logical).table, alias=alias)
+        for part in ("this", "db", "catalog"):
+            if isinstance(table.args.get(part), exp.Identifier):
+                table.args[part].set("quoted", True)
+        return table
+
+    def col(self, alias: str, logical_table: str, logical: str) -> exp.Column:
+        return exp.column(self.source.table(logical_table).column(logical), table=alias, quoted=True)
+
+    # segments
+
+    def segment(self, name: str) -> exp.Expression:
+        if name not in self.segments:
+            self.segments[name] = self.condition(self.parsed.segments[name])
+        return self.segments[name]
+
+    def condition(self, node: Node) -> exp.Expression:
+        handler: Callable[[Any], exp.Expression] = getattr(self, f"_{type(node).__name__}")
+        return handler(node)
+
+    def _AllOf(self, node: AllOf) -> exp.Expression:
+        return exp.and_(*(self.condition(item) for item in node.items))
+
+    def _AnyOf(self, node: AnyOf) -> exp.Expression:
+        return exp.or_(*(self.condition(item) for item in node.items))
+
+    def _Not(self, node: Not) -> exp.Expression:
+        return exp.Not(this=exp.Paren(this=self.condition(node.item)))
+
+    def _SegmentRef(self, node: SegmentRef) -> exp.Expression:
+        return self.segment(node.name).copy()
+
+    def _CustomerField(self, node: CustomerField) -> exp.Expression:
+        cast = {"date": "DATE", "timestamp": "TIMESTAMP"}.get(column_type("customers", node.field_name) or "")
+        return compare(self.customer_field(node.field_name), node.comparison.op, node.comparison.value, cast)
+
+    def _AggregateCompare(self, node: AggregateCompare) -> exp.Expression:
+        return compare(self.aggregate(node.aggregate), node.comparison.op, node.comparison.value)
+
+    def _FeatureCompare(self, node: FeatureCompare) -> exp.Expression:
+        self.feature(node.feature)
+        name = f"{node.feature}.{node.part}" if node.part else node.feature
+        return compare(ident(feature_column(name)), node.comparison.op, node.comparison.value)
+
+    def _Abandoned(self, node: Abandoned) -> exp.Expression:
+        last_event = self.last_event_time(node)
+        since = Window(self.now - node.within, None)
+        latest_unless = []
+        if "order" in node.unless:
+            latest_unless.append(self.aggregate(Aggregate("orders", "last_ts", None, (("period", since),))))
+        unless_events = tuple(kind for kind in node.unless if kind != "order")
+        if unless_events:
+            latest_unless.append(self.aggregate(Aggregate("events", "last_ts", None, (("period", since), ("type", unless_events)))))
+        checks = [exp.Not(this=exp.Is(this=last_event, expression=exp.Null())), exp.LTE(this=last_event, expression=literal(self.now - node.after))]
+        # Anything in `unless` at or after the last event cancels it.
+        checks += [exp.Or(this=exp.Is(this=unless, expression=exp.Null()), expression=exp.LT(this=unless.copy(), expression=last_event.copy()))
+                   for unless in latest_unless]
+        return as_bool(exp.and_(*checks))
+
+    def last_event_time(self, node: Abandoned) -> exp.Expression:
+        """The latest of the abandoned events within the window: it must be older
+        than ``after``, or the customer is still active and it is too early."""
+        return self.aggregate(Aggregate("events", "last_ts", None, (("period", Window(self.now - node.within, None)), ("type", node.events))))
+
+    def _PriceDropInCart(self, node: PriceDropInCart) -> exp.Expression:
+        key = (node.within, node.cart_within)
+        if key not in self.price_drops:
+            self.price_drops[key] = f"price_drop_in_cart_{len(self.price_drops) + 1}"
+        return exp.EQ(this=ident(self.price_drops[key]), expression=literal(1))
+
+    def _Birthday(self, node: Birthday) -> exp.Expression:
+        birthday = self.customer_field("birthday")
+        month_day = exp.Add(this=exp.Mul(this=exp.Extract(this=exp.var("MONTH"), expression=birthday), expression=literal(100)),
+                            expression=exp.Extract(this=exp.var("DAY"), expression=birthday.copy()))
+        return as_bool(is_in(month_day, birthday_keys(self.today, node.within_days)))
+
+    def _Consent(self, node: Consent) -> exp.Expression:
+        if node.channel not in self.consents:
+            self.consents.append(node.channel)
+        granted = exp.EQ(this=ident(f"consent_{node.channel}"), expression=literal(1))
+        if not node.require_contact:
+            return granted
+        contact = self.customer_field(CONTACT_FIELD[node.channel])
+        present = exp.and_(exp.Not(this=exp.Is(this=contact, expression=exp.Null())), exp.NEQ(this=contact.copy(), expression=literal("")))
+        return as_bool(exp.and_(granted, present))
+
+    def _Sample(self, node: Sample) -> exp.Expression:
+        """md5(salt:id) as hex, its first digits compared as text: every dialect
+        returns lower-case hex, so membership is the same on DuckDB, PostgreSQL and Spark."""
+        if node.percent >= 100:
+            return exp.true()
+        threshold = format(round(node.percent / 100 * 16**SAMPLE_HEX_DIGITS), f"0{SAMPLE_HEX_DIGITS}x")
+        return exp.LT(this=self.sample_hash(node.salt), expression=literal(threshold))
+
+    def sample_hash(self, salt: str) -> exp.Expression:
+        key = exp.DPipe(this=literal(f"{salt}:"), expression=exp.cast(ident("customer_id"), "VARCHAR"), safe=True)
+        return exp.Substring(this=exp.MD5(this=key), start=literal(1), length=literal(SAMPLE_HEX_DIGITS))
+
+    # facts
+
+    def customer_field(self, name: str) -> exp.Expression:
+        if name not in self.customer_fields:
+            self.customer_fields.append(name)
+        return ident(f"customer_{name}" if name != "customer_id" else name)
+
+    def aggregate(self, aggregate: Aggregate) -> exp.Expression:
+        """The customer_facts column holding ``aggregate`` (computed once however often used)."""
+        resolved = self.resolve(aggregate)
+        if resolved not in self.aggregates:
+            self.aggregates[resolved] = f"{resolved.table}_{resolved.metric}_{len(self.aggregates) + 1}"
+        return ident(self.aggregates[resolved])
+
+    def resolve(self, aggregate: Aggregate) -> Aggregate:
+        """Periods become windows so that equal windows written differently share a column."""
+        period = aggregate.filter("period")
+        if not isinstance(period, tuple):
+            return aggregate
+        window = period_window(period_spec(period), self.now)
+        return replace(aggregate, filters=tuple((name, window if name == "period" else value) for name, value in aggregate.filters))
+
+    # features
+
+    def feature(self, name: str) -> None:
+        if name in self.features:
+            return
+        definition = self.parsed.features[name]
+        self.features[name] = definition
+        columns = getattr(self, f"_feature_{type(definition).__name__}")(definition)
+        for part, expression in columns.items():
+            self.feature_columns[f"{name}.{part}" if part else name] = expression
+
+    def _orders(self, metric: str, period: tuple | None, of: str | None = None) -> exp.Expression:
+        filters = (("period", period),) if period else ()
+        return self.aggregate(Aggregate("orders", metric, of, filters + (("status", ("completed",)),)))
+
+    def _feature_RFM(self, feature: RFM) -> dict[str, exp.Expression]:
+        recency = self._orders("days_since_last", feature.period)
+        frequency = self._orders("count", feature.period)
+        monetary = self._orders("sum", feature.period, "total")
+        bought = exp.GT(this=frequency, expression=literal(0))
+        edges_cte = f"{feature.name}_edges"
+        edge_columns: dict[str, list[exp.Expression]] = {}
+        edge_selects = []
+        for letter, value, scoring in (("r", recency, feature.recency), ("f", frequency, feature.frequency), ("m", monetary, feature.monetary)):
+            if scoring.quantiles:
+                names = [f"{feature.name}_{letter}_edge_{k}" for k in range(1, scoring.quantiles)]
+                edge_selects += [exp.alias_(quantile(value.copy(), k / scoring.quantiles, self.dialect), name, quoted=True) for k, name in enumerate(names, 1)]
+                edge_columns[letter] = [ident(name) for name in names]
+            else:
+                edge_columns[letter] = [literal(threshold) for threshold in scoring.thresholds]
+        if edge_selects:
+            self.edge_ctes[edges_cte] = exp.select(*edge_selects).from_("customer_facts").where(bought.copy())
+        scores = {
+            "r": self._score(recency, edge_columns["r"], feature.recency, lower_is_better=True, population=bought),
+            "f": self._score(frequency, edge_columns["f"], feature.frequency, lower_is_better=False, population=bought),
+            "m": self._score(monetary, edge_columns["m"], feature.monetary, lower_is_better=False, population=bought),
+        }
+        groups = [(exp.and_(*(as_bool(is_in(scores[letter].copy(), allowed)) for letter, allowed in rule)), literal(label)) for label, rule in feature.groups]
+        group = case([(exp.Not(this=bought.copy()), exp.Null())] + groups, literal(feature.fallback))
+        return {"": group, **scores, "recency": recency, "frequency": frequency, "monetary": monetary}
+
+    @staticmethod
+    def _score(value: exp.Expression, edges: list[exp.Expression], scoring: Scoring, *, lower_is_better: bool, population: exp.Expression) -> exp.Expression:
+        """Bins closed on the right: the bin of a value is how many edges lie below it."""
+        bin_index = exp.Paren(this=sum_all([case([(exp.GT(this=value.copy(), expression=edge.copy()), literal(1))], literal(0)) for edge in edges]))
+        score = exp.Sub(this=literal(scoring.scores), expression=bin_index) if lower_is_better else exp.Add(this=literal(1), expression=bin_index)
+        return case([(population.copy(), score)], exp.Null())
+
+    def _feature_Lifecycle(self, feature: Lifecycle) -> dict[str, exp.Expression]:
+        since_last = self._orders("days_since_last", None)
+        since_first = self._orders("days_since_first", None)
+        orders = self._orders("count", None)
+        span = exp.Sub(this=since_first.copy(), expression=since_last.copy())
+        measured = exp.Div(this=exp.cast(span, "DOUBLE"), expression=exp.Paren(this=exp.Sub(this=orders.copy(), expression=literal(1))))
+        # Orders all on one day measure no cycle: they get the default like a one-time buyer.
+        enough = exp.and_(exp.GTE(this=orders, expression=literal(feature.min_orders)), exp.GT(this=span.copy(), expression=literal(0)))
+        cycle = case([(enough, measured)], exp.cast(literal(feature.default_cycle_days), "DOUBLE"))
+
+        def beyond(multiple: float) -> exp.Expression:
+            return exp.GT(this=since_last.copy(), expression=exp.Mul(this=literal(multiple), expression=exp.Paren(this=cycle.copy())))
+
+        stage = case([
+            (exp.Is(this=since_last.copy(), expression=exp.Null()), exp.Null()),
+            (exp.LTE(this=since_first, expression=literal(feature.new_days)), literal("new")),
+            (beyond(feature.deep_churn), literal("deep_churn")),
+            (beyond(feature.churn), literal("churn")),
+            (beyond(feature.pre_churn), literal("pre_churn")),
+        ], literal("active"))
+        return {"": stage, "cycle_days": case([(exp.Not(this=exp.Is(this=since_last.copy(), expression=exp.Null())), cycle.copy())], exp.Null())}
+
+    def _feature_QuantileBands(self, feature: QuantileBands) -> dict[str, exp.Expression]:
+        value = self.aggregate(feature.value)
+        population = exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))
+        if feature.positive_only:
+            population = exp.and_(population, exp.GT(this=value.copy(), expression=literal(0)))
+        kept = population
+        if feature.iqr is not None:
+            fences = f"{feature.name}_fences"
+            q1, q3 = ident(f"{feature.name}_q1"), ident(f"{feature.name}_q3")
+            self.edge_ctes[fences] = exp.select(
+                exp.alias_(quantile(value.copy(), 0.25, self.dialect), f"{feature.name}_q1", quoted=True),
+                exp.alias_(quantile(value.copy(), 0.75, self.dialect), f"{feature.name}_q3", quoted=True),
+            ).from_("customer_facts").where(population.copy())
+            spread = exp.Mul(this=literal(feature.iqr), expression=exp.Paren(this=exp.Sub(this=q3.copy(), expression=q1.copy())))
+            kept = exp.and_(population.copy(), exp.Between(this=value.copy(), low=exp.Sub(this=q1.copy(), expression=spread), high=exp.Add(this=q3.copy(), expression=spread.copy())))
+        names = [f"{feature.name}_edge_{k}" for k in range(1, len(feature.quantiles) + 1)]
+        edges = exp.select(*(exp.alias_(quantile(value.copy(), q, self.dialect), name, quoted=True) for q, name in zip(feature.quantiles, names))).from_("customer_facts")
+        if feature.iqr is not None:
+            edges = edges.join(exp.to_table(f"{feature.name}_fences"), join_type="cross")
+        self.edge_ctes[f"{feature.name}_edges"] = edges.where(kept.copy())
+        bands = [(exp.LTE(this=value.copy(), expression=ident(name)), literal(label)) for name, label in zip(names, feature.labels)]
+        band = case([(exp.Not(this=exp.Paren(this=kept.copy())), exp.Null())] + bands, literal(feature.labels[-1]))
+        return {"": band, "value": value}
+
+    def _feature_Value(self, feature: Value) -> dict[str, exp.Expression]:
+        return {"": self.aggregate(feature.value)}
+
+    def _feature_FavouriteCategory(self, feature: FavouriteCategory) -> dict[str, exp.Expression]:
+        """The category of most lines bought, then most money, then first by name:
+        the order is total, so a tie never depends on row order. (Lines, not
+        distinct orders: COUNT(DISTINCT) here costs more than the rest of the query.)"""
+        o, l = "o", "l"
+        amount = exp.Mul(this=self.col(l, "order_lines", "qty"), expression=self.col(l, "order_lines", "price"))
+        category = self.col(l, "order_lines", "category")
+        ranked = (
+            exp.select(self.col(o, "orders", "customer_id").as_("customer_id"), category.as_("value"))
+            .from_(self.table("order_lines", l))
+            .join(self.table("orders", o), on=exp.EQ(this=self.col(l, "order_lines", "order_id"), expression=self.col(o, "orders", "order_id")))
+            .where(exp.and_(self.order_window(self.period(feature.period)), is_in(self.col(o, "orders", "status"), ["completed"]),
+                            exp.Not(this=exp.Is(this=category.copy(), expression=exp.Null()))))
+            .group_by(self.col(o, "orders", "customer_id"), category.copy())
+        )
+        order = [exp.Ordered(this=exp.Count(this=exp.Star()), desc=True),
+                 exp.Ordered(this=exp.Sum(this=amount), desc=True), exp.Ordered(this=category.copy())]
+        return {"": self.lookup(feature.name, ranked, self.col(o, "orders", "customer_id"), order)}
+
+    def _feature_MainStore(self, feature: MainStore) -> dict[str, exp.Expression]:
+        """The store of most offline orders, then of the latest one; the home store otherwise."""
+        o = "o"
+        store = self.col(o, "orders", "store_id")
+        ranked = (
+            exp.select(self.col(o, "orders", "customer_id").as_("customer_id"), store.as_("value"))
+            .from_(self.table("orders", o))
+            .where(exp.and_(self.order_window(self.period(feature.period)), is_in(self.col(o, "orders", "status"), ["completed"]),
+                            is_in(self.col(o, "orders", "channel"), ["offline"]), exp.Not(this=exp.Is(this=store.copy(), expression=exp.Null()))))
+            .group_by(self.col(o, "orders", "customer_id"), store.copy())
+        )
+        order = [exp.Ordered(this=exp.Count(this=exp.Star()), desc=True), exp.Ordered(this=exp.Max(this=self.col(o, "orders", "ts")), desc=True), exp.Ordered(this=store.copy())]
+        main = self.lookup(feature.name, ranked, self.col(o, "orders", "customer_id"), order)
+        return {"": exp.Coalesce(this=main, expressions=[self.customer_field("home_store_id")])}
+
+    def lookup(self, name: str, grouped: exp.Select, partition: exp.Expression, order: list[exp.Ordered]) -> exp.Expression:
+        """The first row per customer of ``grouped`` in ``order``, joined into the facts."""
+        rank = exp.Window(this=exp.RowNumber(), partition_by=[partition], order=exp.Order(expressions=order))
+        ranked = grouped.select(rank.as_("row_rank"))
+        first = exp.select("customer_id", "value").from_(ranked.subquery("ranked")).where(exp.EQ(this=exp.column("row_rank"), expression=literal(1)))
+        column = f"{name}_value"
+        self.lookups[f"{name}_lookup"] = (column, first)
+        return ident(column)
+
+    # time windows
+
+    def period(self, period: tuple | None) -> Window | None:
+        return period_window(period_spec(period), self.now) if period else None
+
+    def order_window(self, window: Window | None, ts: exp.Expression | None = None) -> exp.Expression:
+        """Rows at or before ``now`` (so the clock can move back) inside ``window``."""
+        ts = ts if ts is not None else self.col("o", "orders", "ts")
+        checks = [exp.LTE(this=ts, expression=literal(self.now))]
+        if window and window.start:
+            checks.append(exp.GTE(this=ts.copy(), expression=literal(window.start)))
+        if window and window.end:
+            checks.append(exp.LT(this=ts.copy(), expression=literal(window.end)))
+        return exp.and_(*checks)
+
+    # assembling
+
+    def render(self) -> str:
+        return self.select().sql(dialect=self.dialect, pretty=True)
+
+    def select(self) -> exp.Select:
+        """The whole query: one row per customer with segments and features."""
+        columns = [ident("customer_id")]
+        columns += [exp.alias_(expression.copy(), segment_column(name), quoted=True) for name, expression in self.segments.items()]
+        columns += [ident(feature_column(name)) for name in self.feature_columns]
+        return self.with_layers(exp.select(*columns).from_("customer_features"))
+
+    def with_layers(self, query: exp.Select) -> exp.Select:
+        """``query`` (over customer_features) with every layer it reads attached as CTEs."""
+        ctes = AggregateSQL(self).ctes()
+        ctes += [(name, select) for name, (_, select) in self.lookups.items()]
+        ctes += self.consent_ctes() + self.price_drop_ctes()
+        ctes.append(("customer_facts", self.facts()))
+        ctes += list(self.edge_ctes.items())
+        ctes.append(("customer_features", self.features_layer()))
+        reused = {"customer_facts"} if self.edge_ctes else set()
+        for name, body in ctes:
+            # DuckDB would compute a CTE again per reference; Spark has no MATERIALIZED.
+            query = query.with_(name, as_=body, materialized=True if name in reused and self.dialect != "spark" else None)
+        return query
+
+    def facts(self) -> exp.Select:
+        c = "c"
+        columns = [self.col(c, "customers", field).as_(f"customer_{field}" if field != "customer_id" else field, quoted=True) for field in self.customer_fields]
+        by_table = AggregateSQL(self).aggregate_columns()
+        for aggregate, column in self.aggregates.items():
+            raw = exp.column(column, table=f"{aggregate.table}_agg", quoted=True)
+            columns.append(exp.alias_(self.metric_value(aggregate, raw), column, quoted=True))
+        for cte, (column, _) in self.lookups.items():
+            columns.append(exp.alias_(exp.column("value", table=cte), column, quoted=True))
+        for channel in self.consents:
+            columns.append(exp.alias_(exp.Coalesce(this=exp.column(channel, table="latest_consents", quoted=True), expressions=[literal(0)]), f"consent_{channel}", quoted=True))
+        for name in self.price_drops.values():
+            flag = case([(exp.Not(this=exp.Is(this=exp.column("customer_id", table=name), expression=exp.Null())), literal(1))], literal(0))
+            columns.append(exp.alias_(flag, name, quoted=True))
+        query = exp.select(*columns).from_(self.table("customers", c))
+        customer = self.col(c, "customers", "customer_id")
+        joined = [f"{table}_agg" for table in by_table] + list(self.lookups) + (["latest_consents"] if self.consents else []) + list(self.price_drops.values())
+        for cte in joined:
+            query = query.join(exp.to_table(cte), on=exp.EQ(this=exp.column("customer_id", table=cte), expression=customer.copy()), join_type="left")
+        return query
+
+    def metric_value(self, aggregate: Aggregate, raw: exp.Expression) -> exp.Expression:
+        if aggregate.metric in ZERO_WHEN_EMPTY:
+            return exp.Coalesce(this=raw, expressions=[literal(0)])
+        if aggregate.metric in ("days_since_last", "days_since_first"):
+            return self.days_between(exp.cast(raw, "DATE"), literal(self.today))
+        return raw
+
+    def days_between(self, start: exp.Expression, end: exp.Expression) -> exp.Expression:
+        """Whole calendar days from ``start`` to ``end`` (both DATEs)."""
+        if self.dialect == "postgres":  # date - date is an integer there; sqlglot's DATEDIFF goes through epochs
+            return exp.Paren(this=exp.Sub(this=end, expression=start))
+        return exp.DateDiff(this=end, expression=start, unit=exp.var("DAY"))
+
+    def consent_ctes(self) -> list[tuple[str, exp.Expression]]:
+        if not self.consents:
+            return []
+        k = "k"
+        channel, status = self.col(k, "consents", "channel"), self.col(k, "consents", "status")
+        # The latest row per channel decides; on a tie in time, revoked wins.
+        order = [exp.Ordered(this=self.col(k, "consents", "updated_at"), desc=True),
+                 exp.Ordered(this=case([(exp.EQ(this=status.copy(), expression=literal("granted")), literal(1))], literal(0)))]
+        rank = exp.Window(this=exp.RowNumber(), partition_by=[self.col(k, "consents", "customer_id"), channel.copy()], order=exp.Order(expressions=order))
+        latest = (
+            exp.select(self.col(k, "consents", "customer_id").as_("customer_id"), channel.copy().as_("channel"), status.copy().as_("status"), rank.as_("row_rank"))
+            .from_(self.table("consents", k))
+            .where(exp.and_(is_in(channel.copy(), self.consents), exp.LTE(this=self.col(k, "consents", "updated_at"), expression=literal(self.now))))
+        )
+        flags = [
+            exp.alias_(exp.Max(this=case([(exp.and_(exp.EQ(this=exp.column("channel"), expression=literal(kind)), exp.EQ(this=exp.column("status"), expression=literal("granted"))), literal(1))], literal(0))), kind, quoted=True)
+            for kind in self.consents
+        ]
+        body = exp.select("customer_id", *flags).from_(latest.subquery("latest")).where(exp.EQ(this=exp.column("row_rank"), expression=literal(1))).group_by("customer_id")
+        return [("latest_consents", body)]
+
+    def price_drop_ctes(self) -> list[tuple[str, exp.Expression]]:
+        return [(name, self.price_drop_cte(within, cart_within)) for (within, cart_within), name in self.price_drops.items()]
+
+    def price_drop_cte(self, within: timedelta, cart_within: timedelta) -> exp.Select:
+        """Customers with a price drop on a product they put in the cart and have not ordered since."""
+        e, o, l = "e", "o", "l"
+
+        def events_of(kind: str, since: timedelta) -> exp.Expression:
+            return exp.and_(exp.EQ(this=self.col(e, "events", "type"), expression=literal(kind)),
+                            self.order_window(Window(self.now - since, None), self.col(e, "events", "ts")))
+
+        carts = (exp.select(self.col(e, "events", "customer_id").as_("customer_id"), self.col(e, "events", "product_id").as_("product_id"),
+                            exp.Max(this=self.col(e, "events", "ts")).as_("carted_at"))
+                 .from_(self.table("events", e)).where(events_of("cart_updated", cart_within))
+                 .group_by(self.col(e, "events", "customer_id"), self.col(e, "events", "product_id")))
+        drops = (exp.select(self.col(e, "events", "customer_id").as_("customer_id"), self.col(e, "events", "product_id").as_("product_id"))
+                 .distinct().from_(self.table("events", e)).where(events_of("price_dropped", within)))
+        ordered = (exp.select(self.col(o, "orders", "customer_id").as_("customer_id"), self.col(l, "order_lines", "product_id").as_("product_id"),
+                              exp.Max(this=self.col(o, "orders", "ts")).as_("ordered_at"))
+                   .from_(self.table("order_lines", l))
+                   .join(self.table("orders", o), on=exp.EQ(this=self.col(l, "order_lines", "order_id"), expression=self.col(o, "orders", "order_id")))
+                   .where(self.order_window(Window(self.now - cart_within, None)))
+                   .group_by(self.col(o, "orders", "customer_id"), self.col(l, "order_lines", "product_id")))
+
+        def same_item(left: str, right: str) -> exp.Expression:
+            return exp.and_(*(exp.EQ(this=exp.column(key, table=left), expression=exp.column(key, table=right)) for key in ("customer_id", "product_id")))
+
+        ordered_at = exp.column("ordered_at", table="ordered")
+        return (exp.select(exp.column("customer_id", table="cart")).distinct()
+                .from_(carts.subquery("cart"))
+                .join(drops.subquery("dropped"), on=same_item("cart", "dropped"))
+                .join(ordered.subquery("ordered"), on=same_item("cart", "ordered"), join_type="left")
+                .where(exp.or_(exp.Is(this=ordered_at, expression=exp.Null()), exp.LT(this=ordered_at.copy(), expression=exp.column("carted_at", table="cart")))))
+
+    def features_layer(self) -> exp.Select:
+        columns = [exp.Star()] + [exp.alias_(expression.copy(), feature_column(name), quoted=True) for name, expression in self.feature_columns.items()]
+        query = exp.select(*columns).from_("customer_facts")
+        for name in self.edge_ctes:
+            query = query.join(exp.to_table(name), join_type="cross")
+        return query
+
+
+def sum_all(terms: list[exp.Expression]) -> exp.Expression:
+    total = terms[0]
+    for term in terms[1:]:
+        total = exp.Add(this=total, expression=term)
+    return total
+
+
+class AggregateSQL:
+    """The per-table aggregate CTEs: one scan of each source table computes
+    every aggregate on it, each with its own FILTER."""
+
+    def __init__(self, builder: QueryBuilder):
+        self.builder = builder
+
+    def aggregate_columns(self) -> dict[str, list[tuple[Aggregate, str]]]:
+        by_table: dict[str, list[tuple[Aggregate, str]]] = {}
+        for aggregate, column in self.builder.aggregates.items():
+            by_table.setdefault(aggregate.table, []).append((aggregate, column))
+        return by_table
+
+    def ctes(self) -> list[tuple[str, exp.Expression]]:
+        ctes = []
+        by_table = self.aggregate_columns()
+        line_flags = self.order_line_flags(by_table.get("orders", []))
+        if line_flags:
+            ctes.append(("order_line_flags", self.order_line_flags_cte(line_flags)))
+        for table, aggregates in by_table.items():
+            ctes.append((f"{table}_agg", self.table_cte(table, aggregates, line_flags)))
+        return ctes
+
+    # Orders filtered by category or product ask "has the order a line with it":
+    # one pass over order_lines computes a flag per distinct such filter.
+    def order_line_flags(self, aggregates: list[tuple[Aggregate, str]]) -> dict[tuple[str, tuple], str]:
+        flags: dict[tuple[str, tuple], str] = {}
+        for aggregate, _ in aggregates:
+            for name in ("category", "product"):
+                value = aggregate.filter(name)
+                if value is not None and (name, value) not in flags:
+                    flags[(name, value)] = f"has_{name}_{len(flags) + 1}"
+        return flags
+
+    def line_column(self, name: str) -> exp.Column:
+        return self.builder.col("l", "order_lines", "category" if name == "category" else "product_id")
+
+    def order_line_flags_cte(self, flags: dict[tuple[str, tuple], str]) -> exp.Select:
+        b = self.builder
+        columns = [b.col("l", "order_lines", "order_id").as_("order_id")]
+        columns += [exp.alias_(exp.Max(this=case([(is_in(self.line_column(name), values), literal(1))], literal(0))), flag) for (name, values), flag in flags.items()]
+        relevant = exp.or_(*(is_in(self.line_column(name), values) for (name, values) in flags))
+        return exp.select(*columns).from_(b.table("order_lines", "l")).where(relevant).group_by(b.col("l", "order_lines", "order_id"))
+
+    def table_cte(self, table: str, aggregates: list[tuple[Aggregate, str]], line_flags: dict[tuple[str, tuple], str]) -> exp.Select:
+        b = self.builder
+        base = "e" if table == "events" else "o"
+        base_table = "events" if table == "events" else "orders"
+        customer = b.col(base, base_table, "customer_id")
+        ts = b.col(base, base_table, "ts")
+        columns = [customer.as_("customer_id")]
+        for aggregate, column in aggregates:
+            value = self.metric_sql(aggregate, ts)
+            predicate = self.predicate(aggregate, ts, line_flags)
+            if predicate is not None:
+                value = exp.Filter(this=value, expression=exp.Where(this=predicate))
+            columns.append(exp.alias_(value, column, quoted=True))
+        query = exp.select(*columns)
+        if table == "order_lines":
+            query = query.from_(b.table("order_lines", "l")).join(
+                b.table("orders", "o"), on=exp.EQ(this=b.col("l", "order_lines", "order_id"), expression=b.col("o", "orders", "order_id")))
+        else:
+            query = query.from_(b.table(base_table, base))
+        if table != "events" and any(aggregate.filter("mall") or aggregate.filter("city") for aggregate, _ in aggregates):
+            query = query.join(b.table("stores", "s"), on=exp.EQ(this=b.col("o", "orders", "store_id"), expression=b.col("s", "stores", "store_id")), join_type="left")
+        if table == "orders" and line_flags:
+            query = query.join(exp.to_table("order_line_flags", alias="f"), on=exp.EQ(this=exp.column("order_id", table="f"), expression=b.col("o", "orders", "order_id")), join_type="left")
+        return query.where(b.order_window(self.common_window(aggregates), ts.copy())).group_by(customer.copy())
+
+    @staticmethod
+    def common_window(aggregates: list[tuple[Aggregate, str]]) -> Window | None:
+        """The earliest start all aggregates share: rows before it are never read."""
+        starts = [aggregate.filter("period").start if aggregate.filter("period") else None for aggregate, _ in aggregates]
+        return Window(min(starts), None) if starts and None not in starts else None
+
+    def metric_sql(self, aggregate: Aggregate, ts: exp.Expression) -> exp.Expression:
+        metric = aggregate.metric
+        if metric == "count":
+            return exp.Count(this=exp.Star())
+        if metric in ("days_since_last", "last_ts"):
+            return exp.Max(this=ts.copy())
+        if metric == "days_since_first":
+            return exp.Min(this=ts.copy())
+        if metric == "distinct_days":
+            return exp.Count(this=exp.Distinct(expressions=[exp.cast(ts.copy(), "DATE")]))
+        value = self.of_column(aggregate)
+        if metric == "distinct":
+            return exp.Count(this=exp.Distinct(expressions=[value]))
+        return {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}[metric](this=value)
+
+    def of_column(self, aggregate: Aggregate) -> exp.Expression:
+        b = self.builder
+        if aggregate.table == "order_lines":
+            if aggregate.of == "amount":
+                return exp.Mul(this=b.col("l", "order_lines", "qty"), expression=b.col("l", "order_lines", "price"))
+            return b.col("l", "order_lines", aggregate.of)
+        if aggregate.table == "events":
+            return b.col("e", "events", aggregate.of)
+        return b.col("o", "orders", aggregate.of)
+
+    def predicate(self, aggregate: Aggregate, ts: exp.Expression, line_flags: dict[tuple[str, tuple], str]) -> exp.Expression | None:
+        b = self.builder
+        checks = []
+        for name, value in aggregate.filters:
+            if name == "period":
+                if value.start:
+                    checks.append(exp.GTE(this=ts.copy(), expression=literal(value.start)))
+                if value.end:
+                    checks.append(exp.LT(this=ts.copy(), expression=literal(value.end)))
+            elif name == "weekday":
+                day_number = exp.Mod(this=b.days_between(literal(A_MONDAY), exp.cast(ts.copy(), "DATE")), expression=literal(7))
+                checks.append(is_in(exp.Paren(this=day_number), [WEEKDAYS.index(day) for day in value]))
+            elif name in ("category", "product") and aggregate.table == "orders":
+                checks.append(exp.EQ(this=exp.column(line_flags[(name, value)], table="f"), expression=literal(1)))
+            else:
+                checks.append(is_in(self.filter_column(aggregate.table, name), value))
+        return exp.and_(*checks) if checks else None
+
+    def filter_column(self, table: str, name: str) -> exp.Expression:
+        b = self.builder
+        if table == "events":
+            return b.col("e", "events", {"type": "type", "category": "category", "product": "product_id"}[name])
+        if name in ("mall", "city"):
+            return b.col("s", "stores", name)
+        if table == "order_lines" and name in ("category", "product"):
+            return self.line_column(name)
+        return b.col("o", "orders", {"channel": "channel", "store": "store_id", "status": "status"}[name])
