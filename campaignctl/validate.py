@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .diagnostics import Diagnostic, Location
-from .loader import LDict, LList, locate
+from .loader import LDict, locate
 from .schemas_registry import suggest
 
 KINDS = ("features", "segments", "offers", "templates", "cascades", "campaigns")

@@ -27,7 +27,7 @@ def test_version():
 
 
 def test_the_example_project_validates():
-    done = run("-C", str(ROOT / "campaigns"), "validate", "--format", "json")
+    done = run("validate", "-C", "campaigns", "--format", "json", cwd=ROOT)  # -C after the command, as the issue writes it
     report = json.loads(done.stdout)
     assert done.returncode == 0, report["diagnostics"]
     assert report["valid"] and report["error_count"] == 0

@@ -7,7 +7,34 @@ from ..plugins import PluginError, plugin_manager
 from .output import fail
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _ProjectOptionAnywhere(click.Group):
+    """Accept -C/--project after the command too (`campaignctl validate -C campaigns`),
+    as people type it; it is moved in front of the command before parsing."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _project_option_first(args))
+
+
+def _project_option_first(args: list[str]) -> list[str]:
+    front, rest, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg in ("-C", "--project") and i + 1 < len(args):
+            front += args[i : i + 2]
+            i += 2
+            continue
+        if arg.startswith("--project="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+@click.group(cls=_ProjectOptionAnywhere, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="campaignctl")
 @click.option(
     "-C",

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections import Counter
 from importlib import resources
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from ..diagnostics import Location
 from ..plugins import PluginError, plugin_infos
 from ..project import PROJECT_FILE, check_project
 from ..schemas_registry import schema_files
