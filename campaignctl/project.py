@@ -99,7 +99,7 @@ def _installed_plugins() -> dict[str, set[str]]:
     from .plugins import registry
 
     found = registry()
-    return {"data_sources": set(found.data_sources), "channels": set(found.channels)}
+    return {"data_sources": set(found.data_sources), "channels": set(found.channels), "state_stores": set(found.state_stores)}
 
 
 def _semantic_checks(project: model.Project) -> list[Diagnostic]:

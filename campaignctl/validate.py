@@ -216,7 +216,7 @@ def check_plugins(docs: Documents, available: dict[str, set[str]]) -> list[Diagn
     """Plugin names in the project file must be installed (and not blocked)."""
     diagnostics = []
     project = docs.project
-    checks: list[tuple[tuple, str, str]] = [(("data_source", "plugin"), "data source", "data_sources")]
+    checks: list[tuple[tuple, str, str]] = [(("data_source", "plugin"), "data source", "data_sources"), (("state_store", "plugin"), "state store", "state_stores")]
     checks += [(("channels", name, "plugin"), "channel", "channels") for name in (project.get("channels") or {})]
     for path, what, registry_kind in checks:
         for _, value in values_at(project, path):

@@ -191,6 +191,11 @@ def test_unknown_plugin(project):
     assert problems(project) == ["campaignctl.yaml:6:11: plugin: unknown data source plugin 'duckdbb' (did you mean 'duckdb'?)"]
 
 
+def test_unknown_state_store_plugin(project):
+    edit(project, "campaignctl.yaml", "currency: RUB", "currency: RUB\nstate_store: {plugin: sqlit}")
+    assert problems(project) == ["campaignctl.yaml:5:23: plugin: unknown state store plugin 'sqlit' (did you mean 'sqlite'?)"]
+
+
 def test_missing_and_unsupported_versions(project):
     edit(project, "segments.yaml", "version: 1\n", "")
     edit(project, "templates.yaml", "version: 1", "version: 2")

@@ -3,6 +3,10 @@
 The local sink for the demo and for tests, and a real integration point: a
 retailer's own delivery job can tail the file. A batch is flushed and fsynced
 before send() returns, so a message reported sent is on disk.
+
+``lookup(keys)`` answers from the file whether a message was written, which
+lets campaignctl settle a delivery interrupted by a crash (campaignctl.delivery)
+instead of leaving it in doubt.
 """
 
 from __future__ import annotations
@@ -33,11 +37,25 @@ class OutboxSender:
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lines = [self._line(message) for message in messages]
-        with self.path.open("a", encoding="utf-8") as sink:
-            sink.writelines(lines)
+        with self.path.open("a+b") as sink:
+            _drop_torn_line(sink)
+            sink.write("".join(lines).encode("utf-8"))
             sink.flush()
             os.fsync(sink.fileno())
-        return [SendResult(message.key, "sent", provider_id=f"outbox:{message.key}") for message in messages]
+        return [SendResult(message.key, "sent", provider_id=_provider_id(message.key)) for message in messages]
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, str | None]:
+        """For each key, its provider id if a complete line for it is in the file,
+        else None: a write that never finished left no complete line, and send()
+        removes its torn remains before appending."""
+        wanted = set(keys)
+        found: set[str] = set()
+        if self.path.exists():
+            with self.path.open("rb") as source:
+                for line in source:
+                    if line.endswith(b"\n") and (key := json.loads(line).get("key")) in wanted:
+                        found.add(key)
+        return {key: _provider_id(key) if key in found else None for key in keys}
 
     def _line(self, message: OutgoingMessage) -> str:
         record = {
@@ -53,6 +71,31 @@ class OutboxSender:
 
     def close(self) -> None:
         """Nothing is held open between batches."""
+
+
+def _provider_id(key: str) -> str:
+    return f"outbox:{key}"
+
+
+def _drop_torn_line(sink) -> None:
+    """Cut an incomplete last line, the remains of a write killed midway (that
+    message was never reported sent), so the next line does not join onto it."""
+    size = sink.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    sink.seek(size - 1)
+    if sink.read(1) == b"\n":
+        return
+    end = size
+    while end > 0:  # back to the last complete line, a block at a time
+        start = max(0, end - 65536)
+        sink.seek(start)
+        newline = sink.read(end - start).rfind(b"\n")
+        if newline >= 0:
+            sink.truncate(start + newline + 1)
+            return
+        end = start
+    sink.truncate(0)
 
 
 @hookimpl
