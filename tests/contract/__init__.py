@@ -1,0 +1,1 @@
+"""The data-source contract harness (see test_data_sources.py)."""
