@@ -22,8 +22,8 @@ from campaignctl.model import PluginConfig
 from campaignctl.state import LockTimeout
 
 # A child apply: takes the lock, delivers N messages into the outbox and prints
-# its report as JSON. It prints "sending" after its first batch, so that a kill
-# lands mid-delivery rather than during interpreter start-up. Modes:
+# its report as JSON. It prints "batch" after each batch, so that a kill lands
+# mid-delivery rather than during interpreter start-up. Modes:
 #   lookup        the real outbox channel, which can look messages up
 #   blind         the same file, but no lookup, as most real providers
 #   crash-before  SIGKILLs itself in its third provider call, before writing
@@ -68,13 +68,8 @@ CHILD = textwrap.dedent("""
         DueMessage(OutgoingMessage(f"bf/v1/{n}/0/w1", "bf", str(n), "email", f"{n}@example.com", {"subject": "Sale"}), 0, 0.1)
         for n in range(count)
     ]
-    sending_started = False
-
     def on_progress(done, total):
-        global sending_started
-        if not sending_started:
-            print("sending", flush=True)
-            sending_started = True
+        print("batch", flush=True)  # the parent kills after a random number of these
 
     with locked(store, "apply", timeout=60):
         report = deliver(store, {"email": sender}, messages, batch_size=batch_size, on_progress=on_progress)
@@ -104,11 +99,17 @@ def crashed(child: subprocess.Popen) -> None:
 
 
 def kill_while_sending(root: Path, count: int, rng: random.Random) -> None:
-    """Start a delivery and SIGKILL it 5-200 ms into sending. Small batches: more
-    of them, so more kills land inside one, and fewer messages sent per kill."""
+    """Start a delivery and SIGKILL it after a random number of batches (1-30),
+    a random 0-3 ms into the next one. Counting batches, not milliseconds, keeps
+    the number of messages each kill lets through independent of the machine's
+    speed; small batches mean more kills land inside one."""
     child = start_child(root, count, batch_size=20)
-    assert child.stdout.readline() == "sending\n", "nothing left to send before the kill; raise the count"
-    time.sleep(rng.uniform(0.005, 0.2))
+    for _ in range(rng.randint(1, 30)):
+        line = child.stdout.readline()
+        if line != "batch\n":
+            out, err = child.communicate(timeout=300)
+            pytest.fail(f"the delivery ended before the kill (exit {child.returncode}): {line}{out}\n{err}")
+    time.sleep(rng.uniform(0, 0.003))
     child.send_signal(signal.SIGKILL)
     child.wait()
 
