@@ -84,13 +84,15 @@ class Enrollment:
     campaign: str
     customer_id: str
     version: str
-    group: str  # "control" | "treatment"
+    group: str  # "treatment" | "control" | "holdout"
     arm: str | None
     step: int
     status: str  # one of ENROLLMENT_STATUSES
     exit_reason: str | None
     entered_at: datetime
     next_step_at: datetime | None
+    last_message_key: str | None = None  # the message the next step's condition looks at
+    entries: int = 1  # times this customer entered the campaign, this one included
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,9 @@ class NewMessage:
     channel: str
     step: int
     cost: float
+    # What apply needs to render the message again if a run dies after reserving
+    # it (template, offer, arm): small, never the rendered content.
+    payload: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ class Message:
     created_at: datetime
     updated_at: datetime
     error: str | None
+    payload: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -204,10 +210,16 @@ class StateStore(Protocol):
     def upsert_enrollments(self, enrollments: Sequence[Enrollment]) -> None:
         """Insert or replace enrollments by (campaign, customer_id)."""
 
-    def enrollments(self, campaign: str, status: str | None = None) -> list[Enrollment]:
-        """A campaign's enrollments, optionally only those with ``status``."""
+    def enrollments(self, campaign: str | None = None, status: str | None = None) -> list[Enrollment]:
+        """Enrollments of one campaign (every campaign when None), optionally of one status."""
 
-    # -- the message ledger
+    def set_current_versions(self, versions: Mapping[str, str]) -> None:
+        """Replace the record of applied campaigns: campaign -> version. A campaign
+        left out is gone from the project."""
+
+    def current_versions(self) -> dict[str, str]:
+        """campaign -> version, as last set by apply."""
+
     def reserve_messages(self, messages: Sequence[NewMessage]) -> dict[str, LedgerEntry]:
         """Insert each message as ``planned`` unless its key is already in the
         ledger (then it is left untouched: a key is reserved once, ever), and
@@ -247,6 +259,18 @@ class StateStore(Protocol):
 
     def outcomes(self, message_key: str) -> list[Outcome]:
         """A message's outcomes in time order."""
+
+    def sent_since(self, since: datetime) -> list[Message]:
+        """Messages sent at or after ``since`` (frequency caps look back this far)."""
+
+    def outcome_types(self, keys: Sequence[str]) -> dict[str, frozenset[str]]:
+        """message key -> the outcome types recorded for it, for the given keys."""
+
+    def unsubscribed(self) -> list[tuple[str, str]]:
+        """(customer_id, channel) of every unsubscribe outcome."""
+
+    def spend(self, since: datetime | None = None) -> dict[str, float]:
+        """campaign -> cost of its sent messages (updated at or after ``since``)."""
 
     def issue_offers(self, offers: Sequence[IssuedOffer]) -> list[str]:
         """Record issued offers by key, once; return the keys newly issued."""
@@ -316,14 +340,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             campaign TEXT NOT NULL,
             customer_id TEXT NOT NULL,
             version TEXT NOT NULL,
-            grp TEXT NOT NULL CHECK (grp IN ('control', 'treatment')),
+            grp TEXT NOT NULL CHECK (grp IN ('control', 'treatment', 'holdout')),
             arm TEXT,
             step INTEGER NOT NULL,
             status TEXT NOT NULL CHECK (status IN ('active', 'exited', 'completed')),
             exit_reason TEXT,
             entered_at {ts} NOT NULL,
             next_step_at {ts},
+            last_message_key TEXT,
+            entries INTEGER NOT NULL DEFAULT 1,
             PRIMARY KEY (campaign, customer_id))""",
+        # The campaigns of the last applied project and their versions: what plan
+        # compares the project with (a campaign missing from it was removed).
+        """CREATE TABLE current_versions (
+            campaign TEXT PRIMARY KEY,
+            version TEXT NOT NULL,
+            applied_at {ts} NOT NULL)""",
         "CREATE INDEX enrollments_due ON enrollments (status, next_step_at)",
         """CREATE TABLE messages (
             key TEXT PRIMARY KEY,
@@ -338,7 +370,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             cost {money} NOT NULL,
             created_at {ts} NOT NULL,
             updated_at {ts} NOT NULL,
-            error TEXT)""",
+            error TEXT,
+            payload {json} NOT NULL)""",
         # Recovery and reports look rows up by status; frequency caps by customer.
         "CREATE INDEX messages_status ON messages (status)",
         "CREATE INDEX messages_customer ON messages (customer_id, channel, created_at)",

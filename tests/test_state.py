@@ -240,6 +240,37 @@ def test_enrollments_are_upserted(store):
     assert store.enrollments("spring")[1].entered_at == T0
 
 
+def test_enrollments_of_every_campaign_keep_the_planners_fields(store):
+    store.upsert_enrollments([
+        Enrollment("spring", "42", "h1", "holdout", None, 0, "completed", "holdout", T0, None),
+        Enrollment("winback", "42", "h2", "treatment", None, 1, "active", None, T0, T0, last_message_key="winback/h2/42/0/w", entries=2),
+    ])
+    every = store.enrollments()
+    assert [(e.campaign, e.group, e.last_message_key, e.entries) for e in every] == [
+        ("spring", "holdout", None, 1), ("winback", "treatment", "winback/h2/42/0/w", 2),
+    ]
+
+
+def test_current_versions_are_replaced_as_a_whole(store):
+    store.set_current_versions({"spring": "h1", "winback": "h2"})
+    store.set_current_versions({"winback": "h3"})  # spring was removed from the project
+    assert store.current_versions() == {"winback": "h3"}
+
+
+def test_what_the_planner_reads_from_the_ledger(store):
+    messages = [new_message(i) for i in range(3)]
+    store.reserve_messages(messages)
+    store.mark_sending([m.key for m in messages[:2]])
+    store.finish_messages([MessageResult(m.key, MessageStatus.SENT, "p") for m in messages[:2]])
+    store.record_outcomes([Outcome(messages[0].key, "opened", T0), Outcome(messages[0].key, "unsubscribed", T0)])
+    sent = store.sent_since(T0 - timedelta(days=1))
+    assert sorted(m.key for m in sent) == sorted(m.key for m in messages[:2])
+    assert store.sent_since(datetime.now(timezone.utc) + timedelta(days=1)) == []
+    assert store.outcome_types([m.key for m in messages]) == {messages[0].key: frozenset({"opened", "unsubscribed"})}
+    assert store.unsubscribed() == [(messages[0].customer_id, messages[0].channel)]
+    assert store.spend() == pytest.approx({"spring": 0.30})
+
+
 def test_outcomes_may_be_replayed(store):
     key = new_message(1).key
     store.reserve_messages([new_message(1)])

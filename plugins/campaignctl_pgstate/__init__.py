@@ -52,7 +52,7 @@ COLUMN_TYPES = {
 LOCK_POLL_SECONDS = 0.1
 
 _SENDABLE = sorted(str(status) for status in SENDABLE)
-_MESSAGE_COLUMNS = "key, campaign, customer_id, channel, step, status, attempts, provider_id, cost, created_at, updated_at, error"
+_MESSAGE_COLUMNS = "key, campaign, customer_id, channel, step, status, attempts, provider_id, cost, created_at, updated_at, error, payload"
 
 
 def _advisory_key(schema: str, purpose: str) -> int:
@@ -161,38 +161,57 @@ class PostgresStateStore:
     def upsert_enrollments(self, enrollments: Sequence[Enrollment]) -> None:
         with self._write(), self._conn.cursor() as cursor:
             cursor.executemany(
-                "INSERT INTO enrollments VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                "INSERT INTO enrollments VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (campaign, customer_id) DO UPDATE SET version = excluded.version, grp = excluded.grp,"
                 " arm = excluded.arm, step = excluded.step, status = excluded.status, exit_reason = excluded.exit_reason,"
-                " entered_at = excluded.entered_at, next_step_at = excluded.next_step_at",
+                " entered_at = excluded.entered_at, next_step_at = excluded.next_step_at,"
+                " last_message_key = excluded.last_message_key, entries = excluded.entries",
                 [
-                    (e.campaign, e.customer_id, e.version, e.group, e.arm, e.step, e.status, e.exit_reason, e.entered_at, e.next_step_at)
+                    (e.campaign, e.customer_id, e.version, e.group, e.arm, e.step, e.status, e.exit_reason, e.entered_at, e.next_step_at,
+                     e.last_message_key, e.entries)
                     for e in enrollments
                 ],
             )
 
-    def enrollments(self, campaign: str, status: str | None = None) -> list[Enrollment]:
+    def enrollments(self, campaign: str | None = None, status: str | None = None) -> list[Enrollment]:
         rows = self._conn.execute(
-            "SELECT * FROM enrollments WHERE campaign = %s AND (%s::text IS NULL OR status = %s) ORDER BY customer_id",
-            (campaign, status, status),
+            "SELECT * FROM enrollments WHERE (%(campaign)s::text IS NULL OR campaign = %(campaign)s)"
+            " AND (%(status)s::text IS NULL OR status = %(status)s) ORDER BY campaign, customer_id",
+            {"campaign": campaign, "status": status},
         )
         return [Enrollment(*row) for row in rows]
+
+    def set_current_versions(self, versions: Mapping[str, str]) -> None:
+        now = self._now()
+        with self._write():
+            self._conn.execute("DELETE FROM current_versions")
+            self._conn.execute(
+                "INSERT INTO current_versions SELECT c, v, %s FROM unnest(%s::text[], %s::text[]) AS t(c, v)",
+                (now, list(versions), [versions[c] for c in versions]),
+            )
+
+    def current_versions(self) -> dict[str, str]:
+        return dict(self._conn.execute("SELECT campaign, version FROM current_versions ORDER BY campaign").fetchall())
 
     # ------------------------------------------------------------------ the message ledger
 
     def reserve_messages(self, messages: Sequence[NewMessage]) -> dict[str, LedgerEntry]:
+        from psycopg.types.json import Jsonb
+
         now = self._now()
         keys = [m.key for m in messages]
         with self._write():
             # One statement per batch: arrays unnested server-side, not a round trip per row.
             self._conn.execute(
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS})"
-                " SELECT k, c, cu, ch, s, 'planned', 0, NULL, co, %s, %s, NULL"
-                " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::numeric[]) AS m(k, c, cu, ch, s, co)"
+                " SELECT k, c, cu, ch, s, 'planned', 0, NULL, co, %s, %s, NULL, p"
+                " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::numeric[], %s::jsonb[])"
+                " AS m(k, c, cu, ch, s, co, p)"
                 " ON CONFLICT DO NOTHING",
                 (
                     now, now, keys, [m.campaign for m in messages], [m.customer_id for m in messages],
                     [m.channel for m in messages], [m.step for m in messages], [m.cost for m in messages],
+                    [Jsonb(m.payload) for m in messages],
                 ),
             )
             rows = self._conn.execute("SELECT key, status, attempts FROM messages WHERE key = ANY(%s)", (keys,)).fetchall()
@@ -269,6 +288,34 @@ class PostgresStateStore:
     def outcomes(self, message_key: str) -> list[Outcome]:
         rows = self._conn.execute("SELECT message_key, type, at, payload FROM outcomes WHERE message_key = %s ORDER BY at, type", (message_key,))
         return [Outcome(*row) for row in rows]
+
+    def sent_since(self, since: datetime) -> list[Message]:
+        rows = self._conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE status = 'sent' AND updated_at >= %s ORDER BY updated_at, key", (since,)
+        )
+        return [_message(row) for row in rows]
+
+    def outcome_types(self, keys: Sequence[str]) -> dict[str, frozenset[str]]:
+        found: dict[str, set[str]] = {}
+        rows = self._conn.execute("SELECT DISTINCT message_key, type FROM outcomes WHERE message_key = ANY(%s)", (list(keys),))
+        for key, type_ in rows:
+            found.setdefault(key, set()).add(type_)
+        return {key: frozenset(types) for key, types in found.items()}
+
+    def unsubscribed(self) -> list[tuple[str, str]]:
+        rows = self._conn.execute(
+            "SELECT DISTINCT m.customer_id, m.channel FROM outcomes o JOIN messages m ON m.key = o.message_key"
+            " WHERE o.type = 'unsubscribed' ORDER BY 1, 2"
+        )
+        return [(customer, channel) for customer, channel in rows]
+
+    def spend(self, since: datetime | None = None) -> dict[str, float]:
+        rows = self._conn.execute(
+            "SELECT campaign, sum(cost) FROM messages WHERE status = 'sent' AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)"
+            " GROUP BY campaign ORDER BY campaign",
+            {"since": since},
+        )
+        return {campaign: float(total) for campaign, total in rows}
 
     def issue_offers(self, offers: Sequence[IssuedOffer]) -> list[str]:
         with self._write():
@@ -359,8 +406,8 @@ class PostgresStateStore:
 
 
 def _message(row: tuple) -> Message:
-    key, campaign, customer, channel, step, status, attempts, provider_id, cost, created, updated, error = row
-    return Message(key, campaign, customer, channel, step, MessageStatus(status), attempts, provider_id, float(cost), created, updated, error)
+    key, campaign, customer, channel, step, status, attempts, provider_id, cost, created, updated, error, payload = row
+    return Message(key, campaign, customer, channel, step, MessageStatus(status), attempts, provider_id, float(cost), created, updated, error, payload)
 
 
 def _without_password(message: str, dsn: str) -> str:

@@ -16,7 +16,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,7 +55,7 @@ LOCK_POLL_SECONDS = 0.1
 
 _STATUSES = {str(status): status for status in MessageStatus}  # a dict lookup: MessageStatus(text) is slow in bulk
 _SENDABLE_SQL = ", ".join(f"'{status}'" for status in sorted(SENDABLE))
-_MESSAGE_COLUMNS = "key, campaign, customer_id, channel, step, status, attempts, provider_id, cost, created_at, updated_at, error"
+_MESSAGE_COLUMNS = "key, campaign, customer_id, channel, step, status, attempts, provider_id, cost, created_at, updated_at, error, payload"
 
 
 class SqliteStateStore:
@@ -159,22 +159,32 @@ class SqliteStateStore:
     def upsert_enrollments(self, enrollments: Sequence[Enrollment]) -> None:
         with self._write() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO enrollments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO enrollments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (e.campaign, e.customer_id, e.version, e.group, e.arm, e.step, e.status, e.exit_reason,
-                     e.entered_at.isoformat(), _iso(e.next_step_at))
+                     e.entered_at.isoformat(), _iso(e.next_step_at), e.last_message_key, e.entries)
                     for e in enrollments
                 ],
             )
 
-    def enrollments(self, campaign: str, status: str | None = None) -> list[Enrollment]:
+    def enrollments(self, campaign: str | None = None, status: str | None = None) -> list[Enrollment]:
         rows = self._db.execute(
-            "SELECT * FROM enrollments WHERE campaign = ? AND (? IS NULL OR status = ?) ORDER BY customer_id", (campaign, status, status)
+            "SELECT * FROM enrollments WHERE (?1 IS NULL OR campaign = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY campaign, customer_id",
+            (campaign, status),
         )
         return [
-            Enrollment(c, customer, version, group, arm, step, st, reason, _time(entered), _time(next_at))
-            for c, customer, version, group, arm, step, st, reason, entered, next_at in rows
+            Enrollment(c, customer, version, group, arm, step, st, reason, _time(entered), _time(next_at), last_key, entries)
+            for c, customer, version, group, arm, step, st, reason, entered, next_at, last_key, entries in rows
         ]
+
+    def set_current_versions(self, versions: Mapping[str, str]) -> None:
+        now = self._now()
+        with self._write() as db:
+            db.execute("DELETE FROM current_versions")
+            db.executemany("INSERT INTO current_versions VALUES (?, ?, ?)", [(c, v, now) for c, v in sorted(versions.items())])
+
+    def current_versions(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT campaign, version FROM current_versions ORDER BY campaign"))
 
     # ------------------------------------------------------------------ the message ledger
 
@@ -182,8 +192,8 @@ class SqliteStateStore:
         now = self._now()
         with self._write() as db:
             db.executemany(
-                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'planned', 0, NULL, ?, ?, ?, NULL) ON CONFLICT DO NOTHING",
-                [(m.key, m.campaign, m.customer_id, m.channel, m.step, m.cost, now, now) for m in messages],
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'planned', 0, NULL, ?, ?, ?, NULL, ?) ON CONFLICT DO NOTHING",
+                [(m.key, m.campaign, m.customer_id, m.channel, m.step, m.cost, now, now, json.dumps(m.payload)) for m in messages],
             )
             rows = db.execute(
                 "SELECT key, status, attempts FROM messages WHERE key IN (SELECT value FROM json_each(?))",
@@ -267,6 +277,35 @@ class SqliteStateStore:
         rows = self._db.execute("SELECT message_key, type, at, payload FROM outcomes WHERE message_key = ? ORDER BY at, type", (message_key,))
         return [Outcome(key, type_, _time(at), json.loads(payload)) for key, type_, at, payload in rows]
 
+    def sent_since(self, since: datetime) -> list[Message]:
+        rows = self._db.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE status = 'sent' AND updated_at >= ? ORDER BY updated_at, key", (_utc_iso(since),)
+        )
+        return [_message(row) for row in rows]
+
+    def outcome_types(self, keys: Sequence[str]) -> dict[str, frozenset[str]]:
+        found: dict[str, set[str]] = {}
+        rows = self._db.execute(
+            "SELECT DISTINCT message_key, type FROM outcomes WHERE message_key IN (SELECT value FROM json_each(?))", (json.dumps(list(keys)),)
+        )
+        for key, type_ in rows:
+            found.setdefault(key, set()).add(type_)
+        return {key: frozenset(types) for key, types in found.items()}
+
+    def unsubscribed(self) -> list[tuple[str, str]]:
+        rows = self._db.execute(
+            "SELECT DISTINCT m.customer_id, m.channel FROM outcomes o JOIN messages m ON m.key = o.message_key"
+            " WHERE o.type = 'unsubscribed' ORDER BY 1, 2"
+        )
+        return [(customer, channel) for customer, channel in rows]
+
+    def spend(self, since: datetime | None = None) -> dict[str, float]:
+        rows = self._db.execute(
+            "SELECT campaign, sum(cost) FROM messages WHERE status = 'sent' AND (?1 IS NULL OR updated_at >= ?1) GROUP BY campaign ORDER BY campaign",
+            (_utc_iso(since) if since else None,),
+        )
+        return {campaign: float(total) for campaign, total in rows}
+
     def issue_offers(self, offers: Sequence[IssuedOffer]) -> list[str]:
         new = []
         with self._write() as db:
@@ -345,13 +384,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _utc_iso(value: datetime) -> str:
+    """Timestamps are stored as UTC ISO text, so they compare as text only in UTC."""
+    return value.astimezone(timezone.utc).isoformat()
+
+
 def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
 def _message(row: tuple) -> Message:
-    key, campaign, customer, channel, step, status, attempts, provider_id, cost, created, updated, error = row
-    return Message(key, campaign, customer, channel, step, MessageStatus(status), attempts, provider_id, cost, _time(created), _time(updated), error)
+    key, campaign, customer, channel, step, status, attempts, provider_id, cost, created, updated, error, payload = row
+    return Message(
+        key, campaign, customer, channel, step, MessageStatus(status), attempts, provider_id, cost, _time(created), _time(updated), error,
+        json.loads(payload),
+    )
 
 
 _OPTIONS = {"path"}

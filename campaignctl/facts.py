@@ -1,0 +1,312 @@
+"""Per-customer facts the planner needs beyond segment membership: how to reach
+a customer (contacts, latest consent per channel kind), their time zone, and
+the dates that drive suppression, goals and triggers.
+
+:func:`load_customer_facts` reads them from any data source with one
+dialect-neutral query built with sqlglot and transpiled to the source's
+dialect; the project's table/column mapping applies as for segments. Tests
+build :class:`CustomerFacts` directly with :meth:`CustomerFacts.from_rows`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+import pyarrow
+from sqlglot import exp
+
+from .model import Project
+
+if TYPE_CHECKING:
+    from .contracts import DataSource
+
+UTC = timezone.utc
+
+CONTACT_COLUMNS = ("email", "phone", "push_token", "web_push_endpoint")
+CONSENT_KINDS = ("email", "sms", "push", "web_push", "whatsapp", "telegram")
+# The contact a channel kind delivers to; web_layer needs none (shown on the site).
+CONTACT_FOR_KIND: Mapping[str, str] = {
+    "email": "email",
+    "sms": "phone",
+    "whatsapp": "phone",
+    "telegram": "phone",
+    "push": "push_token",
+    "web_push": "web_push_endpoint",
+}
+NO_CONTACT_NEEDED = frozenset({"web_layer"})
+
+TIMESTAMP = pyarrow.timestamp("us", tz="UTC")
+SCHEMA = pyarrow.schema(
+    [pyarrow.field("customer_id", pyarrow.int64(), nullable=False)]
+    + [pyarrow.field(name, pyarrow.string()) for name in CONTACT_COLUMNS]
+    + [pyarrow.field("timezone", pyarrow.string())]
+    + [pyarrow.field(f"consent_{kind}", pyarrow.bool_()) for kind in CONSENT_KINDS]
+    + [pyarrow.field(name, TIMESTAMP) for name in ("created_at", "first_order_at", "last_order_at")]
+)
+# The latest event of each type per customer, for event triggers and their `unless`.
+EVENTS_SCHEMA = pyarrow.schema([
+    pyarrow.field("customer_id", pyarrow.int64(), nullable=False),
+    pyarrow.field("type", pyarrow.string(), nullable=False),
+    pyarrow.field("ts", TIMESTAMP, nullable=False),
+])
+
+
+@dataclass(frozen=True)
+class CustomerFact:
+    """One customer's facts, as the planner reads them."""
+
+    customer_id: int
+    contacts: Mapping[str, str | None]  # email, phone, push_token, web_push_endpoint
+    timezone: str | None
+    consents: Mapping[str, bool]  # channel kind -> latest consent is granted
+    created_at: datetime | None
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+
+    def reachable(self, kind: str) -> str | None:
+        """None when a message of this channel kind can reach the customer,
+        else why not: "no_consent" or "no_contact"."""
+        if kind in NO_CONTACT_NEEDED:
+            return None
+        if not self.consents.get(kind, False):
+            return "no_consent"
+        if not self.contacts.get(CONTACT_FOR_KIND.get(kind, ""), None):
+            return "no_contact"
+        return None
+
+
+@dataclass(frozen=True)
+class CustomerFacts:
+    """A table of per-customer facts (:data:`SCHEMA`) and, optionally, the latest
+    trigger events per customer and type (:data:`EVENTS_SCHEMA`)."""
+
+    table: pyarrow.Table
+    events: pyarrow.Table = field(default_factory=lambda: EVENTS_SCHEMA.empty_table())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "table", _conform(self.table, SCHEMA))
+        object.__setattr__(self, "events", _conform(self.events, EVENTS_SCHEMA))
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]] = ()) -> "CustomerFacts":
+        """Facts from plain dicts; missing keys are null (no contact, no consent).
+        ``consents`` may be given as a mapping kind -> bool instead of consent_* keys."""
+        prepared = []
+        for row in rows:
+            row = dict(row)
+            for kind, granted in dict(row.pop("consents", {}) or {}).items():
+                row[f"consent_{kind}"] = bool(granted)
+            prepared.append({name: _utc(row.get(name)) for name in SCHEMA.names})
+        event_rows = [{name: _utc(dict(row).get(name)) for name in EVENTS_SCHEMA.names} for row in events]
+        return cls(pyarrow.Table.from_pylist(prepared, schema=SCHEMA), pyarrow.Table.from_pylist(event_rows, schema=EVENTS_SCHEMA))
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def get(self, customer_id: int) -> CustomerFact | None:
+        return self._index.get(int(customer_id))
+
+    def latest_event(self, customer_id: int, event_type: str) -> datetime | None:
+        return self._events.get((int(customer_id), event_type))
+
+    @cached_property
+    def _index(self) -> dict[int, CustomerFact]:
+        columns = {name: self.table.column(name).to_pylist() for name in SCHEMA.names}
+        index = {}
+        for i, customer_id in enumerate(columns["customer_id"]):
+            index[customer_id] = CustomerFact(
+                customer_id=customer_id,
+                contacts={name: columns[name][i] for name in CONTACT_COLUMNS},
+                timezone=columns["timezone"][i] or None,
+                consents={kind: bool(columns[f"consent_{kind}"][i]) for kind in CONSENT_KINDS},
+                created_at=columns["created_at"][i],
+                first_order_at=columns["first_order_at"][i],
+                last_order_at=columns["last_order_at"][i],
+            )
+        return index
+
+    @cached_property
+    def _events(self) -> dict[tuple[int, str], datetime]:
+        latest: dict[tuple[int, str], datetime] = {}
+        ids, types, times = (self.events.column(name).to_pylist() for name in EVENTS_SCHEMA.names)
+        for customer_id, event_type, ts in zip(ids, types, times):
+            key = (customer_id, event_type)
+            if key not in latest or ts > latest[key]:
+                latest[key] = ts
+        return latest
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _conform(table: pyarrow.Table, schema: pyarrow.Schema) -> pyarrow.Table:
+    """``table`` with exactly ``schema``'s columns, in order, cast; absent columns null."""
+    columns = []
+    for schema_field in schema:
+        if schema_field.name in table.column_names:
+            column = table.column(schema_field.name)
+            if column.type != schema_field.type:
+                column = column.cast(schema_field.type)
+        else:
+            column = pyarrow.nulls(table.num_rows, schema_field.type)
+        columns.append(column)
+    return pyarrow.Table.from_arrays(columns, schema=schema)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def trigger_event_types(project: Project) -> tuple[str, ...]:
+    """Event types the project's triggered campaigns enrol on or exit by."""
+    found = set()
+    for campaign in project.campaigns.values():
+        trigger = campaign.spec.get("trigger") or {}
+        if "event" in trigger:
+            found.add(trigger["event"])
+        found.update(kind for kind in trigger.get("unless", ()) if kind != "order")
+    return tuple(sorted(found))
+
+
+def event_lookback(project: Project) -> timedelta:
+    """How far back a trigger event still enrols: the longest delay plus a day."""
+    from .segments.periods import parse_duration
+
+    longest = timedelta(0)
+    for campaign in project.campaigns.values():
+        trigger = campaign.spec.get("trigger") or {}
+        delays = [trigger.get("delay", "0")] + [arm.delay for arm in campaign.arms if arm.delay]
+        longest = max([longest] + [parse_duration(delay) for delay in delays])
+    return longest + timedelta(days=1)
+
+
+def load_customer_facts(project: Project, source: DataSource, customer_ids: Sequence[int] | None, now: datetime) -> CustomerFacts:
+    """Facts for ``customer_ids`` (None: every customer) as of ``now``."""
+    now = _utc(now).astimezone(UTC)
+    ids = None if customer_ids is None else sorted({int(i) for i in customer_ids})
+    table = source.query(facts_query(project, source, ids, now))
+    events = EVENTS_SCHEMA.empty_table()
+    types = trigger_event_types(project)
+    if types:
+        events = source.query(events_query(project, source.dialect, ids, types, now - event_lookback(project), now))
+    return CustomerFacts(table, events)
+
+
+def facts_query(project: Project, source: DataSource, customer_ids: Sequence[int] | None, now: datetime) -> str:
+    """One SELECT of :data:`SCHEMA`'s columns, in ``source.dialect``."""
+    mapping = project.data_source
+
+    def col(alias: str, table: str, logical: str) -> exp.Column:
+        return exp.column(mapping.table(table).column(logical), table=alias, quoted=True)
+
+    def table(logical: str, alias: str) -> exp.Table:
+        return exp.to_table(mapping.table(logical).table, alias=alias)
+
+    present = {name.lower() for name in source.table_columns(mapping.table("customers").table) or ()}
+
+    def customer(logical: str) -> exp.Expression:
+        # Contacts and timezone are optional in a source; a missing column is null.
+        if mapping.table("customers").column(logical).lower() in present or not present:
+            return col("c", "customers", logical)
+        return exp.Null()
+
+    k = "k"
+    channel, status = col(k, "consents", "channel"), col(k, "consents", "status")
+    granted = exp.EQ(this=status.copy(), expression=exp.Literal.string("granted"))
+    # The latest row per channel decides; on a tie in time, revoked wins (as in segments).
+    rank = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[col(k, "consents", "customer_id"), channel.copy()],
+        order=exp.Order(expressions=[
+            exp.Ordered(this=col(k, "consents", "updated_at"), desc=True),
+            exp.Ordered(this=_case(granted.copy(), 1, 0)),
+        ]),
+    )
+    ranked = (
+        exp.select(col(k, "consents", "customer_id").as_("customer_id"), channel.copy().as_("channel"),
+                   status.copy().as_("status"), rank.as_("row_rank"))
+        .from_(table("consents", k))
+        .where(exp.LTE(this=col(k, "consents", "updated_at"), expression=_timestamp(now)))
+    )
+    flags = [
+        exp.alias_(exp.Max(this=_case(exp.and_(
+            exp.EQ(this=exp.column("channel"), expression=exp.Literal.string(kind)),
+            exp.EQ(this=exp.column("status"), expression=exp.Literal.string("granted"))), 1, 0)), f"consent_{kind}", quoted=True)
+        for kind in CONSENT_KINDS
+    ]
+    consents = (exp.select("customer_id", *flags).from_(ranked.subquery("latest"))
+                .where(exp.EQ(this=exp.column("row_rank"), expression=exp.Literal.number(1))).group_by("customer_id"))
+
+    o = "o"
+    orders = (
+        exp.select(col(o, "orders", "customer_id").as_("customer_id"),
+                   exp.alias_(exp.Min(this=col(o, "orders", "ts")), "first_order_at"),
+                   exp.alias_(exp.Max(this=col(o, "orders", "ts")), "last_order_at"))
+        .from_(table("orders", o))
+        .where(exp.and_(exp.EQ(this=col(o, "orders", "status"), expression=exp.Literal.string("completed")),
+                        exp.LTE(this=col(o, "orders", "ts"), expression=_timestamp(now))))
+        .group_by(col(o, "orders", "customer_id"))
+    )
+
+    c = "c"
+    columns: list[exp.Expression] = [exp.alias_(col(c, "customers", "customer_id"), "customer_id", quoted=True)]
+    columns += [exp.alias_(customer(name), name, quoted=True) for name in CONTACT_COLUMNS + ("timezone",)]
+    columns += [exp.alias_(exp.Coalesce(this=exp.column(f"consent_{kind}", table="k", quoted=True), expressions=[exp.Literal.number(0)]),
+                           f"consent_{kind}", quoted=True) for kind in CONSENT_KINDS]
+    columns += [exp.alias_(customer("created_at"), "created_at", quoted=True)]
+    columns += [exp.alias_(exp.column(name, table="o", quoted=True), name, quoted=True) for name in ("first_order_at", "last_order_at")]
+    query = (
+        exp.select(*columns)
+        .from_(table("customers", c))
+        .join(consents.subquery("k"), on=exp.EQ(this=exp.column("customer_id", table="k"), expression=col(c, "customers", "customer_id")), join_type="left")
+        .join(orders.subquery("o"), on=exp.EQ(this=exp.column("customer_id", table="o"), expression=col(c, "customers", "customer_id")), join_type="left")
+        .order_by(col(c, "customers", "customer_id"))
+    )
+    if customer_ids is not None:
+        query = query.where(_in(col(c, "customers", "customer_id"), customer_ids))
+    return query.sql(dialect=source.dialect)
+
+
+def events_query(project: Project, dialect: str, customer_ids: Sequence[int] | None, types: Sequence[str], since: datetime, now: datetime) -> str:
+    """The latest event of each of ``types`` per customer in (since, now]."""
+    mapping = project.data_source
+
+    def col(logical: str) -> exp.Column:
+        return exp.column(mapping.table("events").column(logical), table="e", quoted=True)
+
+    conditions = [
+        _in(col("type"), types),
+        exp.GT(this=col("ts"), expression=_timestamp(since)),
+        exp.LTE(this=col("ts"), expression=_timestamp(now)),
+    ]
+    if customer_ids is not None:
+        conditions.append(_in(col("customer_id"), customer_ids))
+    query = (
+        exp.select(exp.alias_(col("customer_id"), "customer_id", quoted=True), exp.alias_(col("type"), "type", quoted=True),
+                   exp.alias_(exp.Max(this=col("ts")), "ts", quoted=True))
+        .from_(exp.to_table(mapping.table("events").table, alias="e"))
+        .where(exp.and_(*conditions))
+        .group_by(col("customer_id"), col("type"))
+        .order_by(exp.column("customer_id", quoted=True), exp.column("type", quoted=True))
+    )
+    return query.sql(dialect=dialect)
+
+
+def _timestamp(value: datetime) -> exp.Expression:
+    return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMPTZ")
+
+
+def _case(condition: exp.Expression, then: int, otherwise: int) -> exp.Expression:
+    return exp.Case(ifs=[exp.If(this=condition, true=exp.Literal.number(then))], default=exp.Literal.number(otherwise))
+
+
+def _in(expression: exp.Expression, values: Sequence[Any]) -> exp.Expression:
+    if not values:
+        return exp.false()
+    literals = [exp.Literal.number(v) if isinstance(v, int) else exp.Literal.string(str(v)) for v in values]
+    return exp.In(this=expression, expressions=literals)

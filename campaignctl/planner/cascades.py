@@ -1,0 +1,199 @@
+"""A campaign version as the planner runs it (:class:`Flow`, built from the
+recorded definition so old versions run exactly like new ones), and how one
+enrollment moves through its cascade: goal and `unless` exits, step
+conditions, the channel for a step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Mapping
+
+from ..facts import CustomerFact
+from ..model import Project
+from ..segments.periods import parse_duration
+
+CONDITION_OUTCOME = {
+    "not_delivered": "delivered",
+    "not_opened": "opened",
+    "not_clicked": "clicked",
+    "not_converted": "converted",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    channel: str  # a project channel name, or "cheapest"
+    templates: Mapping[str, str]  # channel kind -> template, for "cheapest"
+    template: str | None
+    wait: timedelta
+    condition: str | None
+    offer: str | None
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    name: str
+    weight: float
+    offer: str | None
+    delay: timedelta | None
+
+
+@dataclass(frozen=True)
+class Flow:
+    campaign: str
+    version: str
+    kind: str
+    audience: str
+    exclude: tuple[str, ...]
+    trigger: Mapping[str, Any]
+    schedule: Mapping[str, Any]
+    steps: tuple[Step, ...]
+    goal_within: timedelta | None
+    offer: str | None
+    control: float
+    arms: tuple[ArmSpec, ...]
+    per_customer: int | None
+    reentry_after: timedelta | None
+    on_change: str
+    priority: int
+    budget: float | None
+    enabled: bool
+
+    @classmethod
+    def from_definition(cls, campaign: str, version: str, definition: Mapping[str, Any]) -> "Flow":
+        spec = definition["campaign"]
+        cascade = definition["cascade"]
+        steps = tuple(
+            Step(
+                index=i,
+                channel=step.get("channel", "cheapest"),
+                templates=dict(step.get("templates") or {}),
+                template=step.get("template"),
+                wait=parse_duration(step.get("wait", "0")),
+                condition=step.get("if"),
+                offer=step.get("offer"),
+            )
+            for i, step in enumerate(cascade["steps"])
+        )
+        goal = cascade.get("goal") or {}
+        caps = spec.get("caps") or {}
+        arms = tuple(
+            ArmSpec(arm["name"], float(arm.get("weight", 1)), arm.get("offer"),
+                    parse_duration(arm["delay"]) if arm.get("delay") is not None else None)
+            for arm in spec.get("arms", ())
+        )
+        return cls(
+            campaign=campaign,
+            version=version,
+            kind=spec.get("kind", "broadcast"),
+            audience=spec["audience"],
+            exclude=tuple(spec.get("exclude", ())),
+            trigger=dict(spec.get("trigger") or {}),
+            schedule=dict(spec.get("schedule") or {}),
+            steps=steps,
+            goal_within=parse_duration(goal["order_within"]) if goal.get("order_within") is not None else None,
+            offer=spec.get("offer"),
+            control=float(spec.get("control", 0)),
+            arms=arms,
+            per_customer=caps.get("per_customer"),
+            reentry_after=parse_duration(caps["reentry_after"]) if caps.get("reentry_after") is not None else None,
+            on_change=spec.get("on_change", "continue"),
+            priority=int(spec.get("priority", 50)),
+            budget=float(spec["budget"]) if spec.get("budget") is not None else None,
+            enabled=bool(spec.get("enabled", True)),
+        )
+
+    def arm(self, name: str | None) -> ArmSpec | None:
+        return next((arm for arm in self.arms if arm.name == name), None)
+
+    def delay(self, arm: str | None) -> timedelta:
+        """The trigger delay, or the arm's when it sets one (triggered campaigns)."""
+        chosen = self.arm(arm)
+        if chosen is not None and chosen.delay is not None:
+            return chosen.delay
+        return parse_duration(self.trigger.get("delay", "0"))
+
+    def unless(self) -> tuple[str, ...]:
+        """What drops an enrollment during the trigger delay; default [order],
+        except for order_placed triggers (the order itself would drop them)."""
+        if "unless" in self.trigger:
+            return tuple(self.trigger["unless"])
+        return () if self.trigger.get("event") == "order_placed" else ("order",)
+
+    def offer_for(self, step: Step, arm: str | None) -> str | None:
+        """A step's own offer (the discount cascade), else the arm's, else the campaign's."""
+        chosen = self.arm(arm)
+        return step.offer or (chosen.offer if chosen else None) or self.offer
+
+    def first_due(self, entered_at: datetime, arm: str | None) -> datetime:
+        delay = self.delay(arm) if self.kind == "triggered" else timedelta(0)
+        return entered_at + delay + (self.steps[0].wait if self.steps else timedelta(0))
+
+    def next_due(self, step_index: int, base: datetime) -> datetime | None:
+        """When step ``step_index`` is due if the one before it happened at ``base``; None after the last."""
+        if step_index >= len(self.steps):
+            return None
+        return base + self.steps[step_index].wait
+
+
+def condition_holds(condition: str | None, outcomes: frozenset[str] | set[str] | None) -> bool:
+    """A step's `if` on the previous message sent in this enrollment. Without a
+    previous message (every earlier step skipped), "not X" holds."""
+    if condition is None:
+        return True
+    return CONDITION_OUTCOME[condition] not in (outcomes or ())
+
+
+def goal_reached(flow: Flow, fact: CustomerFact | None, entered_at: datetime) -> bool:
+    """An order after the entry and within the goal's window."""
+    if flow.goal_within is None or fact is None or fact.last_order_at is None:
+        return False
+    return entered_at < fact.last_order_at <= entered_at + flow.goal_within
+
+
+def unless_happened(flow: Flow, fact: CustomerFact | None, facts, customer_id: int, entered_at: datetime) -> bool:
+    for kind in flow.unless():
+        if kind == "order":
+            if fact is not None and fact.last_order_at is not None and fact.last_order_at > entered_at:
+                return True
+        else:
+            seen = facts.latest_event(customer_id, kind)
+            if seen is not None and seen > entered_at:
+                return True
+    return False
+
+
+def channel_options(project: Project, step: Step) -> list[tuple[float, str, str, str]]:
+    """(cost, channel name, kind, template) a step may use, cheapest first.
+    A named channel gives one; "cheapest" every project channel of a kind the
+    step has a template for."""
+    if step.channel != "cheapest":
+        channel = project.channels[step.channel]
+        return [(channel.cost, channel.name, channel.kind, step.template or "")]
+    options = [
+        (channel.cost, channel.name, channel.kind, step.templates[channel.kind])
+        for channel in project.channels.values()
+        if channel.kind in step.templates
+    ]
+    return sorted(options)
+
+
+def resolve_channel(project: Project, step: Step, fact: CustomerFact | None, unsubscribed: frozenset | set,
+                    customer_id: int) -> tuple[str, str, float] | str:
+    """(channel, template, cost) for this customer, or the rule that held the
+    step back (for "cheapest": the reason of its cheapest option)."""
+    reasons = []
+    for cost, name, kind, template in channel_options(project, step):
+        if (customer_id, kind) in unsubscribed:
+            reasons.append("unsubscribed")
+            continue
+        if fact is None:
+            reasons.append("no_contact")
+            continue
+        reason = fact.reachable(kind)
+        if reason is None:
+            return name, template, cost
+        reasons.append(reason)
+    return reasons[0] if reasons else "no_channel"

@@ -1,0 +1,152 @@
+"""The one gate every send passes through.
+
+In order: suppression of inactive customers (before enrolling and before each
+step), reachability per channel (consent, contact, unsubscribes; see
+cascades.resolve_channel), quiet hours and recurring send windows in the
+customer's time zone (deferred, never dropped), then per-campaign budgets and
+frequency caps across campaigns, decided in priority order (higher first).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+from ..facts import CustomerFact
+from ..model import FrequencyCap, Project
+from ..segments.periods import parse_duration
+from .snapshot import SentMessage
+
+SUPPRESSED = "suppressed_inactive"
+QUIET_HOURS = "quiet_hours"
+SEND_WINDOW = "send_window"
+FREQUENCY_CAP = "frequency_cap"
+BUDGET = "budget"
+
+
+def inactive(fact: CustomerFact | None, now: datetime, days: int | None) -> bool:
+    """No order for more than ``days`` days; customers who never ordered count
+    from their created_at. Unknown dates never suppress."""
+    if days is None or fact is None:
+        return False
+    last = fact.last_order_at or fact.created_at
+    return last is not None and now - last > timedelta(days=days)
+
+
+def _clock(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _zone(fact: CustomerFact | None, project_timezone: str) -> ZoneInfo:
+    if fact is not None and fact.timezone:
+        try:
+            return ZoneInfo(fact.timezone)
+        except (KeyError, ValueError):  # an unknown zone in the data: the project's
+            pass
+    return ZoneInfo(project_timezone)
+
+
+def _inside(moment: time, start: time, end: time) -> bool:
+    if start <= end:
+        return start <= moment < end
+    return moment >= start or moment < end  # the window spans midnight
+
+
+def _next_at(local: datetime, clock: time, zone: ZoneInfo) -> datetime:
+    """The first instant at or after ``local`` when the wall clock shows ``clock``."""
+    candidate = datetime.combine(local.date(), clock, tzinfo=zone)
+    if candidate < local:
+        candidate = datetime.combine(local.date() + timedelta(days=1), clock, tzinfo=zone)
+    # A wall time skipped by a DST jump normalises to the instant after the gap.
+    return candidate.astimezone(timezone.utc).astimezone(zone)
+
+
+def quiet_until(send_at: datetime, fact: CustomerFact | None, project_timezone: str,
+                quiet: tuple[str, str] | None) -> datetime | None:
+    """None when ``send_at`` is outside the quiet hours in the customer's zone
+    (their timezone fact, else the project's); else the end of the quiet window."""
+    if quiet is None:
+        return None
+    zone = _zone(fact, project_timezone)
+    local = send_at.astimezone(zone)
+    start, end = _clock(quiet[0]), _clock(quiet[1])
+    if start == end or not _inside(local.time(), start, end):
+        return None
+    return _next_at(local, end, zone).astimezone(timezone.utc)
+
+
+def window_until(send_at: datetime, fact: CustomerFact | None, project_timezone: str,
+                 window: Mapping[str, str] | None) -> datetime | None:
+    """None inside a recurring campaign's send window (customer's zone); else its next start."""
+    if not window:
+        return None
+    zone = _zone(fact, project_timezone)
+    local = send_at.astimezone(zone)
+    start, end = _clock(window["start"]), _clock(window["end"])
+    if start == end or _inside(local.time(), start, end):
+        return None
+    return _next_at(local, start, zone).astimezone(timezone.utc)
+
+
+def deferral(send_at: datetime, fact: CustomerFact | None, project_timezone: str, quiet: tuple[str, str] | None,
+             window: Mapping[str, str] | None) -> tuple[datetime, str] | None:
+    """When a send at ``send_at`` may happen instead, and the rule that moved it;
+    None when it may go now. Both rules are applied until both hold."""
+    moved: tuple[datetime, str] | None = None
+    at = send_at
+    for _ in range(4):
+        for rule, until in ((QUIET_HOURS, quiet_until(at, fact, project_timezone, quiet)),
+                            (SEND_WINDOW, window_until(at, fact, project_timezone, window))):
+            if until is not None:
+                at = until
+                moved = (at, rule)  # the rule that set the final time
+                break
+        else:
+            return moved
+    return moved
+
+
+@dataclass
+class FrequencyCaps:
+    """Counts sends per customer against every cap: those already sent (state)
+    and those accepted in this plan (all sent "now", so inside every window)."""
+
+    caps: Sequence[FrequencyCap]
+    project: Project
+    now: datetime
+    sent: Mapping[int, Sequence[SentMessage]]
+    planned: dict[int, list[str]]
+
+    @classmethod
+    def build(cls, project: Project, now: datetime, sends: Iterable[SentMessage]) -> "FrequencyCaps":
+        by_customer: dict[int, list[SentMessage]] = defaultdict(list)
+        for sent in sends:
+            by_customer[sent.customer_id].append(sent)
+        return cls(project.policies.frequency_caps, project, now, by_customer, defaultdict(list))
+
+    def _matches(self, cap: FrequencyCap, channel: str) -> bool:
+        return cap.channel == "any" or cap.channel == channel
+
+    def blocking(self, customer_id: int, channel: str) -> FrequencyCap | None:
+        """The first cap a send on ``channel`` would break now, if any."""
+        for cap in self.caps:
+            if not self._matches(cap, channel):
+                continue
+            since = self.now - parse_duration(cap.per)
+            count = sum(1 for s in self.sent.get(customer_id, ()) if s.sent_at > since and self._matches(cap, s.channel))
+            count += sum(1 for c in self.planned.get(customer_id, ()) if self._matches(cap, c))
+            if count >= cap.max:
+                return cap
+        return None
+
+    def record(self, customer_id: int, channel: str) -> None:
+        self.planned[customer_id].append(channel)
+
+
+def month_days(now_local: datetime, days: Iterable[date]) -> list[date]:
+    """The ``days`` that fall in ``now_local``'s calendar month."""
+    return [day for day in days if (day.year, day.month) == (now_local.year, now_local.month)]

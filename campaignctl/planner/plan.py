@@ -1,0 +1,252 @@
+"""A Plan is data: what apply would do, and why, at one moment.
+
+Every list is sorted, so equal inputs give byte-equal JSON. ``Plan.to_json``
+and ``Plan.from_json`` are symmetric: a saved plan (``plan --out``) is applied
+later as approved, and refused when ``state_fingerprint`` no longer matches.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import types
+import typing
+from collections import abc, defaultdict
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import date, datetime
+from types import MappingProxyType
+from typing import Any, Mapping
+
+FORMAT_VERSION = 1
+
+# CampaignChange.action
+CREATE, CHANGE, REMOVE, UNCHANGED = "create", "change", "remove", "unchanged"
+# EnrollmentAction.action: what apply writes for one (campaign, customer)
+ENTER = "enter"  # a new enrollment (any group)
+SEND = "send"  # the row after this plan's message for it is sent (step advanced)
+SKIP = "skip"  # steps skipped (their `if` did not hold, or no channel could reach the customer)
+DEFER = "defer"  # the due step waits (quiet hours, send window): next_step_at moved
+EXIT = "exit"  # left before the end: goal reached, `unless` happened, suppressed
+MIGRATE = "migrate"  # moved to the campaign's new version (on_change: migrate)
+STOP = "stop"  # stopped because the campaign changed (on_change: stop) or was removed
+
+
+@dataclass(frozen=True)
+class CampaignChange:
+    name: str
+    action: str  # create | change | remove | unchanged
+    old_version: str | None
+    new_version: str | None
+    in_flight: str | None  # continue | migrate | stop: what happens to enrollments on other versions
+    in_flight_count: int  # active enrollments it affects
+    kind: str = ""  # broadcast | recurring | triggered ("" for removed)
+    enabled: bool = True
+    definition: Mapping[str, Any] | None = None  # for create/change: what state records for new_version
+
+
+@dataclass(frozen=True)
+class CampaignAudience:
+    """Who the campaign targets now and how the eligible customers split."""
+
+    campaign: str
+    segment: str
+    members: int  # in the audience segment
+    eligible: int  # after `exclude`
+    holdout: int  # eligible customers in the global holdout
+    control: int  # eligible, not holdout, in the campaign's control share
+    treatment: int
+    arms: tuple[tuple[str, int], ...] = ()  # treatment split by arm
+    entering: int = 0  # enrollments this plan adds (all groups)
+    suppressed: int = 0  # eligible but inactive too long; not enrolled
+
+
+@dataclass(frozen=True)
+class EnrollmentAction:
+    """The enrollment row as it stands after this plan is applied."""
+
+    action: str  # enter | send | skip | defer | exit | migrate | stop
+    campaign: str
+    version: str
+    customer_id: int
+    group: str  # treatment | control | holdout
+    arm: str | None
+    step: int  # the next step to run
+    status: str  # active | exited | completed
+    entered_at: datetime
+    next_step_at: datetime | None
+    exit_reason: str | None = None
+    entries: int = 1
+    last_message_key: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageAction:
+    key: str  # campaign/version/customer/step/window: the ledger's idempotency key
+    campaign: str
+    version: str
+    customer_id: int
+    step: int
+    channel: str  # project channel name
+    template: str
+    offer: str | None
+    cost: float
+    due_at: datetime
+    arm: str | None = None
+
+
+@dataclass(frozen=True)
+class Deferral:
+    key: str
+    campaign: str
+    customer_id: int
+    channel: str
+    until: datetime
+    rule: str  # quiet_hours | send_window
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    campaign: str
+    rule: str  # suppressed_inactive | unsubscribed | no_consent | no_contact | frequency_cap | budget
+    count: int
+
+
+@dataclass(frozen=True)
+class ForecastCell:
+    day: date  # in the project's time zone
+    channel: str
+    messages: int
+    cost: float
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str  # budget | monthly_budget | broadcast_missed | missing_definition | missing_facts
+    campaign: str | None
+    message: str
+    numbers: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Plan:
+    format_version: int
+    project: str
+    currency: str
+    timezone: str
+    now: datetime
+    state_fingerprint: str
+    campaign_changes: tuple[CampaignChange, ...] = ()
+    audiences: tuple[CampaignAudience, ...] = ()
+    enrollments: tuple[EnrollmentAction, ...] = ()
+    messages: tuple[MessageAction, ...] = ()
+    deferred: tuple[Deferral, ...] = ()
+    held_back: tuple[HeldBack, ...] = ()
+    forecast: tuple[ForecastCell, ...] = ()
+    violations: tuple[Violation, ...] = ()
+
+    # -- summaries the renderers and the CLI share
+
+    def changes(self, action: str) -> tuple[CampaignChange, ...]:
+        return tuple(change for change in self.campaign_changes if change.action == action)
+
+    @property
+    def messages_cost(self) -> float:
+        return round(sum(message.cost for message in self.messages), 6)
+
+    def messages_by_channel(self) -> dict[str, tuple[int, float]]:
+        """channel -> (messages now, their cost), by channel name."""
+        totals: dict[str, list] = defaultdict(lambda: [0, 0.0])
+        for message in self.messages:
+            totals[message.channel][0] += 1
+            totals[message.channel][1] += message.cost
+        return {channel: (count, round(cost, 6)) for channel, (count, cost) in sorted(totals.items())}
+
+    def campaign_messages(self, campaign: str) -> dict[str, tuple[int, float]]:
+        totals: dict[str, list] = defaultdict(lambda: [0, 0.0])
+        for message in self.messages:
+            if message.campaign == campaign:
+                totals[message.channel][0] += 1
+                totals[message.channel][1] += message.cost
+        return {channel: (count, round(cost, 6)) for channel, (count, cost) in sorted(totals.items())}
+
+    def entering(self) -> int:
+        return sum(1 for action in self.enrollments if action.action == ENTER)
+
+    @property
+    def has_changes(self) -> bool:
+        """What `plan --detailed-exitcode` reports as 2: something would be written or sent."""
+        return bool(self.enrollments or self.messages or any(c.action != UNCHANGED for c in self.campaign_changes))
+
+    def exit_code(self) -> int:
+        """Terraform's -detailed-exitcode: 1 violations, 2 changes, 0 nothing to do."""
+        return 1 if self.violations else 2 if self.has_changes else 0
+
+    # -- JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        return _encode(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported plan format_version {data.get('format_version')!r}; this campaignctl reads {FORMAT_VERSION}")
+        return _decode(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        return cls.from_dict(json.loads(text))
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _encode(value: Any) -> Any:
+    if is_dataclass(value):
+        return {f.name: _encode(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(key): _encode(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    return value
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> tuple[tuple[str, Any], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in fields(cls))
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    """``value`` (from JSON) as type ``tp``: dataclasses, tuples, mappings, dates, optionals."""
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        return _decode(options[0], value)
+    if is_dataclass(tp):
+        return tp(**{name: _decode(hint, value[name]) for name, hint in _hints(tp) if name in value})
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], item) for item in value)
+        return tuple(_decode(arg, item) for arg, item in zip(args, value))
+    if origin in (abc.Mapping, dict):
+        key_type, value_type = typing.get_args(tp) or (str, Any)
+        return MappingProxyType({key: _decode(value_type, item) for key, item in value.items()})
+    if tp is datetime:
+        return datetime.fromisoformat(value)
+    if tp is date:
+        return date.fromisoformat(value)
+    if tp is float:
+        return float(value)
+    if tp is int:
+        return int(value)
+    return value

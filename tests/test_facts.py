@@ -1,0 +1,148 @@
+"""load_customer_facts on DuckDB over small Parquet files: contacts, latest
+consent per channel (revoked wins a tie), order dates from completed orders
+only, the project's column mapping, and the latest trigger events."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pyarrow
+import pyarrow.parquet as pq
+
+from campaignctl.facts import CustomerFacts, facts_query, load_customer_facts
+from campaignctl.plugins import registry
+from campaignctl.project import load_project
+
+UTC = timezone.utc
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+PROJECT = """\
+version: 1
+name: shop
+timezone: Europe/Moscow
+currency: RUB
+data_source:
+  plugin: duckdb
+  options: {path: data}
+  tables:
+    orders:
+      table: sales
+      columns: {ts: created_at}
+channels:
+  email: {plugin: outbox, kind: email, cost: 0.15}
+"""
+
+CAMPAIGNS = """\
+version: 1
+segments:
+  everyone:
+    where: {consent: email}
+campaigns:
+  cart:
+    kind: triggered
+    audience: everyone
+    trigger: {event: cart_updated, delay: 1h, unless: [order, app_opened]}
+    message: {channel: email, template: hello}
+templates:
+  hello:
+    channel: email
+    subject: Hello
+    html: templates/hello.html
+"""
+
+
+def ts(days_ago: float) -> datetime:
+    return NOW - timedelta(days=days_ago)
+
+
+def write(directory, name, rows, schema):
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=schema), directory / f"{name}.parquet")
+
+
+def project_with_data(tmp_path):
+    (tmp_path / "campaignctl.yaml").write_text(PROJECT)
+    (tmp_path / "campaigns.yaml").write_text(CAMPAIGNS)
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates/hello.html").write_text("<p>Hello</p>")
+    data = tmp_path / "data"
+    data.mkdir()
+    t = pyarrow.timestamp("us", tz="UTC")
+    write(data, "customers", [
+        dict(customer_id=1, email="a@x", phone="+7900", push_token=None, web_push_endpoint=None, timezone="Asia/Omsk", created_at=ts(500)),
+        dict(customer_id=2, email=None, phone="+7901", push_token="tok", web_push_endpoint=None, timezone=None, created_at=ts(20)),
+        dict(customer_id=3, email="c@x", phone=None, push_token=None, web_push_endpoint="https://push", timezone=None, created_at=ts(5)),
+    ], pyarrow.schema([("customer_id", pyarrow.int64()), ("email", pyarrow.string()), ("phone", pyarrow.string()), ("push_token", pyarrow.string()),
+                       ("web_push_endpoint", pyarrow.string()), ("timezone", pyarrow.string()), ("created_at", t)]))
+    write(data, "consents", [
+        dict(customer_id=1, channel="email", status="granted", updated_at=ts(100)),
+        dict(customer_id=1, channel="email", status="revoked", updated_at=ts(10)),
+        dict(customer_id=1, channel="email", status="granted", updated_at=ts(10)),  # a tie: revoked wins
+        dict(customer_id=1, channel="sms", status="granted", updated_at=ts(3)),
+        dict(customer_id=2, channel="push", status="revoked", updated_at=ts(50)),
+        dict(customer_id=2, channel="push", status="granted", updated_at=ts(1)),
+        dict(customer_id=3, channel="email", status="granted", updated_at=ts(-1)),  # in the future of `now`: ignored
+    ], pyarrow.schema([("customer_id", pyarrow.int64()), ("channel", pyarrow.string()), ("status", pyarrow.string()), ("updated_at", t)]))
+    write(data, "sales", [
+        dict(order_id=1, customer_id=1, created_at=ts(300), status="completed", total=1000.0),
+        dict(order_id=2, customer_id=1, created_at=ts(40), status="completed", total=1500.0),
+        dict(order_id=3, customer_id=1, created_at=ts(2), status="returned", total=-1500.0),
+        dict(order_id=4, customer_id=2, created_at=ts(1), status="cancelled", total=100.0),
+    ], pyarrow.schema([("order_id", pyarrow.int64()), ("customer_id", pyarrow.int64()), ("created_at", t), ("status", pyarrow.string()), ("total", pyarrow.float64())]))
+    write(data, "events", [
+        dict(customer_id=1, ts=ts(0.1), type="cart_updated"),
+        dict(customer_id=1, ts=ts(0.05), type="cart_updated"),
+        dict(customer_id=2, ts=ts(30), type="cart_updated"),  # too old to trigger
+        dict(customer_id=3, ts=ts(0.01), type="app_opened"),
+        dict(customer_id=3, ts=ts(0.01), type="site_visit"),  # no campaign uses it
+    ], pyarrow.schema([("customer_id", pyarrow.int64()), ("ts", t), ("type", pyarrow.string())]))
+    project = load_project(tmp_path)
+    return project, registry().data_sources["duckdb"](project.data_source, project.root)
+
+
+def test_facts_from_duckdb(tmp_path):
+    project, source = project_with_data(tmp_path)
+    try:
+        facts = load_customer_facts(project, source, None, NOW)
+    finally:
+        source.close()
+    assert len(facts) == 3
+    one, two, three = facts.get(1), facts.get(2), facts.get(3)
+    assert (one.contacts["email"], one.timezone, one.consents["email"], one.consents["sms"]) == ("a@x", "Asia/Omsk", False, True)
+    assert (one.first_order_at, one.last_order_at) == (ts(300), ts(40))  # the return does not count
+    assert one.reachable("email") == "no_consent" and one.reachable("sms") is None
+    assert two.consents["push"] and two.reachable("push") is None and two.last_order_at is None
+    assert two.created_at == ts(20)
+    assert three.consents["email"] is False and three.contacts["web_push_endpoint"] == "https://push"
+    assert facts.latest_event(1, "cart_updated") == ts(0.05)
+    assert facts.latest_event(2, "cart_updated") is None
+    assert facts.latest_event(3, "app_opened") == ts(0.01)
+    assert facts.latest_event(3, "site_visit") is None
+
+
+def test_facts_for_some_customers_and_other_dialects(tmp_path):
+    project, source = project_with_data(tmp_path)
+    try:
+        facts = load_customer_facts(project, source, [3, 1], NOW)
+    finally:
+        source.close()
+    assert sorted(facts.table.column("customer_id").to_pylist()) == [1, 3]
+    assert facts.get(2) is None
+
+    class Postgres:
+        dialect = "postgres"
+
+        def table_columns(self, table):
+            return ["customer_id", "email", "phone", "timezone", "created_at"]  # no push columns
+
+    sql = facts_query(project, Postgres(), [1], NOW)
+    assert '"sales"' in sql or "sales" in sql
+    assert "ROW_NUMBER() OVER" in sql and "IN (1)" in sql
+    assert 'NULL AS "push_token"' in sql
+
+
+def test_facts_from_rows_fill_the_schema():
+    facts = CustomerFacts.from_rows([{"customer_id": 5, "consents": {"email": True}, "email": "e@x", "last_order_at": datetime(2026, 1, 1)}])
+    fact = facts.get(5)
+    assert fact.consents == {"email": True, "sms": False, "push": False, "web_push": False, "whatsapp": False, "telegram": False}
+    assert fact.last_order_at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert fact.reachable("email") is None and fact.reachable("web_layer") is None and fact.reachable("push") == "no_consent"
