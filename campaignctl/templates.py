@@ -99,3 +99,80 @@ def _mjml_error(text: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+# --------------------------------------------------------------------------- rendering
+
+HTML_PARTS = frozenset({"html", "amp"})  # autoescaped: customer fields never become markup
+LINK_BASE = "https://links.invalid"  # stands in for the tracking endpoint of `campaignctl serve`
+
+
+class RenderError(Exception):
+    """A template could not be rendered for one customer (a missing variable, a sandbox violation)."""
+
+
+class Links:
+    """``{{ links.cart }}``: a link per name, carrying the message key so a click
+    can be attributed. Any name works, so templates may add their own."""
+
+    def __init__(self, message_key: str, base: str = LINK_BASE):
+        self._key = message_key
+        self._base = base
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return f"{self._base}/{name}?m={self._key}"
+
+
+class MessageRenderer:
+    """Renders a project's templates: MJML is compiled to HTML once per template
+    and every part's Jinja is compiled once, then personalised per customer."""
+
+    def __init__(self, project: Any):
+        self._project = project
+        self._compiled: dict[str, dict[str, jinja2.Template]] = {}
+
+    def parts(self, template_name: str) -> dict[str, jinja2.Template]:
+        if template_name not in self._compiled:
+            self._compiled[template_name] = self._compile(self._project.templates[template_name])
+        return self._compiled[template_name]
+
+    def _compile(self, template: Any) -> dict[str, jinja2.Template]:
+        sources: dict[str, str] = {}
+        for part in INLINE_PARTS:
+            if isinstance(template.spec.get(part), str):
+                sources[part] = template.spec[part]
+        for part, path in template.files.items():
+            sources[part] = path.read_text("utf-8")
+        if "mjml" in sources:
+            from mjml import mjml2html
+
+            sources["html"] = mjml2html(sources.pop("mjml"))
+        return {part: environment(part in HTML_PARTS).from_string(text) for part, text in sources.items()}
+
+    def render(self, template_name: str, context: dict[str, Any]) -> dict[str, str]:
+        parts = self.parts(template_name)
+        try:
+            # Short parts first: the body may show them ({{ preheader }} in MJML).
+            rendered = {part: parts[part].render(context) for part in INLINE_PARTS if part in parts}
+            body_context = {**context, **rendered}
+            rendered.update({part: template.render(body_context) for part, template in parts.items() if part not in rendered})
+        except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as exc:
+            raise RenderError(f"template {template_name!r}: {exc}") from exc
+        if "html" in rendered and "text" not in rendered:
+            rendered["text"] = html_to_text(rendered["html"])
+        return rendered
+
+
+def html_to_text(html: str) -> str:
+    """A plain-text alternative: visible text and link targets, blank lines collapsed."""
+    import html as html_lib
+    import re
+
+    body = re.sub(r"(?is)<(script|style|head)\b.*?</\1>", "", html)
+    body = re.sub(r'(?is)<a\b[^>]*href="([^"]*)"[^>]*>(.*?)</a>', lambda m: f"{m.group(2)} ({m.group(1)})", body)
+    body = re.sub(r"(?i)<br\s*/?>|</(p|div|tr|h[1-6]|li)>", "\n", body)
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", body))
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

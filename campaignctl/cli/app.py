@@ -50,17 +50,15 @@ def cli(project: str) -> None:
 
 
 def _add_builtin_commands() -> None:
+    from .data import data_group
+    from .demo import demo_data_command
+    from .plan_commands import apply_command, force_unlock_command, plan_command
     from .project_commands import init_command, plugins_command, schema_group, validate_command
+    from .segment import segment_group
 
-    for command in (init_command, validate_command, plugins_command, schema_group):
+    for command in (init_command, validate_command, plugins_command, schema_group, demo_data_command, segment_group, data_group,
+                    plan_command, apply_command, force_unlock_command):
         cli.add_command(command)
-    for module, name in ((".demo", "demo_data_command"), (".segment", "segment_group"), (".data", "data_group")):
-        try:  # TEMPORARY until these command groups land
-            import importlib
-
-            cli.add_command(getattr(importlib.import_module(module, __package__), name))
-        except (ImportError, AttributeError):
-            pass
 
 
 _add_builtin_commands()

@@ -11,26 +11,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..diagnostics import ProjectError
-from .data import _open_source, _parse_now  # one way to open a source and read --now for every command
-from .output import console, emit_json, fail, format_option, print_diagnostics, project_dir
-
-now_option = click.option("--now", "now_text", metavar="TIMESTAMP",
-                          help="Evaluate as of this moment (ISO 8601; default: the current time). Pin it to compare runs.")
+from .output import (
+    console,
+    emit_json,
+    fail,
+    format_option,
+    load_project_or_exit,
+    now_option,
+    open_source_or_exit,
+    parse_now,
+    print_diagnostics,
+)
 
 
 @click.group("segment")
 def segment_group() -> None:
     """List, size, show and explain segments, and print their SQL."""
-
-
-def _project(ctx: click.Context):
-    from ..project import load_project
-
-    try:
-        return load_project(project_dir(ctx))
-    except ProjectError as exc:
-        print_diagnostics(exc.diagnostics)
-        sys.exit(1)
 
 
 def _known(project, name: str) -> None:
@@ -41,7 +37,7 @@ def _known(project, name: str) -> None:
 @contextmanager
 def _running(project, what: str) -> Iterator:
     """The data source, open, with a spinner on stderr while the query runs."""
-    source = _open_source(project)
+    source = open_source_or_exit(project)
     try:
         with console(stderr=True).status(f"{what} …", spinner="dots"):
             yield source
@@ -59,7 +55,7 @@ def _running(project, what: str) -> Iterator:
 @click.pass_context
 def list_command(ctx: click.Context, output_format: str) -> None:
     """The project's segments with their descriptions and files."""
-    project = _project(ctx)
+    project = load_project_or_exit(ctx)
     rows = [{"name": s.name, "description": s.description, "location": str(s.location)} for s in project.segments.values()]
     if output_format == "json":
         emit_json({"segments": rows})
@@ -79,7 +75,7 @@ def size_command(ctx: click.Context, names: tuple[str, ...], output_format: str,
     """How many customers are in each segment (default: all of them), in one query."""
     from ..segments import evaluate_segments
 
-    project, now = _project(ctx), _parse_now(now_text)
+    project, now = load_project_or_exit(ctx), parse_now(now_text)
     for name in names:
         _known(project, name)
     with _running(project, "evaluating segments") as source:
@@ -105,7 +101,7 @@ def show_command(ctx: click.Context, name: str, limit: int, output_format: str, 
     """A segment's definition, size, and sample members with the values that put them in."""
     from ..segments import evaluate_segments, sample_members
 
-    project, now = _project(ctx), _parse_now(now_text)
+    project, now = load_project_or_exit(ctx), parse_now(now_text)
     _known(project, name)
     segment = project.segments[name]
     with _running(project, f"evaluating {name}") as source:
@@ -136,7 +132,7 @@ def sql_command(ctx: click.Context, name: str, dialect: str | None, output_forma
     """The SQL that computes a segment (with the segments and features it uses)."""
     from ..segments import compile_segments
 
-    project, now = _project(ctx), _parse_now(now_text)
+    project, now = load_project_or_exit(ctx), parse_now(now_text)
     _known(project, name)
     # Built-in sources are named after their dialect; others print DuckDB's unless asked.
     dialect = dialect or (project.data_source.plugin if project.data_source.plugin in ("postgres", "spark") else "duckdb")
@@ -157,7 +153,7 @@ def explain_command(ctx: click.Context, name: str, output_format: str, now_text:
     """A segment's condition tree in words, with how many customers meet each part."""
     from ..segments import explain_segment
 
-    project, now = _project(ctx), _parse_now(now_text)
+    project, now = load_project_or_exit(ctx), parse_now(now_text)
     _known(project, name)
     with _running(project, f"explaining {name}") as source:
         explanation = explain_segment(project, source, name, now=now)

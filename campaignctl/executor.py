@@ -1,0 +1,378 @@
+"""plan and apply as library calls.
+
+``make_plan`` gathers the planner's inputs (segment audiences, customer facts,
+a snapshot of state) and calls the pure planner. ``apply`` carries a plan out
+under the state lock: it records versions, reserves every message in the
+ledger and writes enrollments in that order, then delivers exactly once
+(campaignctl.delivery). A saved plan is applied as approved, and refused when
+state or the project moved since it was made.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+from .connect import open_data_source, open_senders, open_state_store
+from .contracts import DataSource, OutgoingMessage
+from .delivery import DueMessage, deliver
+from .facts import CONTACT_FOR_KIND, load_customer_facts
+from .model import Project
+from .planner import Plan, SentMessage, SnapshotEnrollment, StateSnapshot, campaign_versions, plan
+from .planner.plan import EnrollmentAction, MessageAction
+from .segments import evaluate_segments
+from .state import CampaignVersion, Enrollment, MessageResult, MessageStatus, NewMessage, StateStore, locked
+from .templates import Links, MessageRenderer, RenderError
+
+UTC = timezone.utc
+LOYALTY_PERCENT = {"basic": 3, "silver": 5, "gold": 7}  # bonus back per tier (docs/format.md)
+Progress = Callable[[str], None]
+
+
+class StalePlan(Exception):
+    """A saved plan no longer describes what apply would do."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def needed_segments(project: Project) -> list[str]:
+    """The segments campaigns read: audiences, exclusions, entry triggers."""
+    names: set[str] = set()
+    for campaign in project.campaigns.values():
+        names.add(campaign.audience)
+        names.update(campaign.exclude)
+        trigger = campaign.spec.get("trigger") or {}
+        if trigger.get("segment_entry"):
+            names.add(trigger["segment_entry"])
+    return sorted(name for name in names if name)
+
+
+def take_snapshot(store: StateStore, project: Project, now: datetime) -> StateSnapshot:
+    """The view of state the planner reads, in one pass over the store."""
+    enrollments = store.enrollments()
+    versions = store.current_versions()
+    definitions = {}
+    for campaign, version in sorted({(e.campaign, e.version) for e in enrollments if e.status == "active"}):
+        if versions.get(campaign) != version:  # an older version still in flight
+            definitions.update({f"{v.campaign}/{v.version}": v.definition for v in store.campaign_versions(campaign) if v.version == version})
+    waiting = [e.last_message_key for e in enrollments if e.status == "active" and e.last_message_key]
+    kinds = {name: channel.kind for name, channel in project.channels.items()}
+    return StateSnapshot(
+        versions=versions,
+        definitions=definitions,
+        enrollments=tuple(_snapshot_enrollment(e) for e in enrollments),
+        recent_sends=tuple(
+            SentMessage(int(m.customer_id), m.updated_at, m.channel, m.campaign) for m in store.sent_since(now - _longest_cap(project))
+        ),
+        unsubscribed=frozenset((int(customer), kinds[channel]) for customer, channel in store.unsubscribed() if channel in kinds),
+        outcomes=store.outcome_types(waiting) if waiting else {},
+        spend=store.spend(),
+        spend_this_month=sum(store.spend(since=_month_start(project, now)).values()),
+    )
+
+
+def _snapshot_enrollment(e: Enrollment) -> SnapshotEnrollment:
+    return SnapshotEnrollment(
+        e.campaign, int(e.customer_id), e.version, e.group, e.arm, e.step, e.status, e.entered_at, e.next_step_at,
+        e.last_message_key, e.entries, e.exit_reason,
+    )
+
+
+def _longest_cap(project: Project) -> timedelta:
+    from .segments.periods import parse_duration
+
+    return max((parse_duration(cap.per) for cap in project.policies.frequency_caps), default=timedelta(days=1))
+
+
+def _month_start(project: Project, now: datetime) -> datetime:
+    local = now.astimezone(ZoneInfo(project.timezone))
+    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, now: datetime, progress: Progress | None = None) -> Plan:
+    say = progress or (lambda _: None)
+    say("evaluating segments")
+    audiences = evaluate_segments(project, source, needed_segments(project), now=now)
+    ids: set[int] = set()
+    for members in audiences.members.values():
+        ids.update(int(i) for i in members)
+    ids.update(e.customer_id for e in snapshot.enrollments if e.status == "active")
+    say(f"reading facts of {len(ids):,} customers")
+    facts = load_customer_facts(project, source, sorted(ids), now)
+    say("planning")
+    return plan(project, audiences, snapshot, now, facts)
+
+
+def make_plan(project: Project, now: datetime, *, environ: Mapping[str, str] | None = None, progress: Progress | None = None) -> Plan:
+    """What apply would do at ``now``; reads data and state, writes nothing."""
+    store = open_state_store(project, environ)
+    try:
+        snapshot = take_snapshot(store, project, now)
+    finally:
+        store.close()
+    source = open_data_source(project, environ)
+    try:
+        return compute_plan(project, source, snapshot, now, progress)
+    finally:
+        source.close()
+
+
+# --------------------------------------------------------------------------- apply
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    plan: Plan
+    applied: bool  # False when the plan had violations: nothing was written or sent
+    delivery: Mapping[str, Any] = field(default_factory=dict)
+    render_failures: tuple[tuple[str, str], ...] = ()  # (message key, why)
+    enrollments_written: int = 0
+    resumed: int = 0  # messages of an interrupted earlier run, sent now
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "applied": self.applied,
+            "plan": {"now": self.plan.now.isoformat(), "messages": len(self.plan.messages), "violations": len(self.plan.violations)},
+            "enrollments_written": self.enrollments_written,
+            "resumed": self.resumed,
+            "render_failures": [{"key": key, "error": error} for key, error in self.render_failures],
+            "delivery": dict(self.delivery),
+        }
+
+
+def apply(
+    project: Project,
+    now: datetime,
+    *,
+    saved: Plan | None = None,
+    lock_timeout: float = 0,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> ApplyResult:
+    """Carry out ``saved`` (refused when stale) or a plan made now, exactly once."""
+    say = progress or (lambda _: None)
+    store = open_state_store(project, environ)
+    source = None
+    try:
+        with locked(store, f"campaignctl apply ({socket.gethostname()}:{os.getpid()})", lock_timeout):
+            snapshot = take_snapshot(store, project, now)
+            source = open_data_source(project, environ)
+            if saved is not None:
+                _refuse_if_stale(saved, snapshot, project)
+                the_plan = saved
+            else:
+                the_plan = compute_plan(project, source, snapshot, now, say)
+            if the_plan.violations:
+                return ApplyResult(the_plan, applied=False)
+            return _carry_out(project, the_plan, store, source, environ, say)
+    finally:
+        if source is not None:
+            source.close()
+        store.close()
+
+
+def _refuse_if_stale(saved: Plan, snapshot: StateSnapshot, project: Project) -> None:
+    if saved.project != project.name:
+        raise StalePlan(f"the plan is for project {saved.project!r}, not {project.name!r}")
+    if saved.state_fingerprint != snapshot.fingerprint():
+        raise StalePlan("state changed since this plan was made (another apply ran); make a new plan")
+    current = {name: version for name, (version, _) in campaign_versions(project).items()}
+    planned = {c.name: c.new_version for c in saved.campaign_changes if c.new_version}
+    if planned != current:
+        changed = sorted(name for name in set(planned) | set(current) if planned.get(name) != current.get(name))
+        raise StalePlan(f"the project changed since this plan was made ({', '.join(changed)}); make a new plan")
+
+
+def _carry_out(project: Project, the_plan: Plan, store: StateStore, source: DataSource, environ, say: Progress) -> ApplyResult:
+    run = store.begin_run({"now": the_plan.now.isoformat(), "messages": len(the_plan.messages)})
+    status = "failed"
+    try:
+        store.record_campaign_versions([
+            CampaignVersion(c.name, c.new_version, _plain(c.definition or {}), the_plan.now)
+            for c in the_plan.campaign_changes
+            if c.new_version and c.action in ("create", "change")
+        ])
+        # Ledger rows first, enrollments second: a crash in between leaves
+        # reserved messages that the next run resumes, never a step marked done
+        # whose message nobody remembers.
+        store.reserve_messages([_ledger_row(m) for m in the_plan.messages])
+        store.upsert_enrollments([_state_enrollment(e) for e in the_plan.enrollments])
+        store.set_current_versions({c.name: c.new_version for c in the_plan.campaign_changes if c.action != "remove" and c.new_version})
+        pending = _pending_from_earlier_runs(store, the_plan)
+        say(f"rendering {len(the_plan.messages) + len(pending):,} messages")
+        due, failures = _render(project, source, list(the_plan.messages) + pending, the_plan.now)
+        _record_render_failures(store, failures)
+        say(f"sending {len(due):,} messages")
+        senders = open_senders(project, sorted({d.message.channel for d in due}), environ)
+        try:
+            report = deliver(store, senders, due)
+        finally:
+            for sender in senders.values():
+                sender.close()
+        status = "succeeded"
+        result = ApplyResult(
+            the_plan, True, report.as_dict(), tuple(failures), len(the_plan.enrollments), resumed=len(pending)
+        )
+        return result
+    finally:
+        store.finish_run(run, status, {"messages": len(the_plan.messages)})
+
+
+def _plain(value: Any) -> Any:
+    """Read-only mappings and tuples as JSON-ready dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(child) for key, child in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(child) for child in value]
+    return value
+
+
+def _ledger_row(m: MessageAction) -> NewMessage:
+    payload = {"template": m.template, "offer": m.offer, "arm": m.arm, "version": m.version, "due_at": m.due_at.isoformat()}
+    return NewMessage(m.key, m.campaign, str(m.customer_id), m.channel, m.step, m.cost, payload)
+
+
+def _state_enrollment(e: EnrollmentAction) -> Enrollment:
+    return Enrollment(
+        e.campaign, str(e.customer_id), e.version, e.group, e.arm, e.step, e.status, e.exit_reason, e.entered_at, e.next_step_at,
+        e.last_message_key, e.entries,
+    )
+
+
+def _pending_from_earlier_runs(store: StateStore, the_plan: Plan) -> list[MessageAction]:
+    """Messages an earlier run reserved but never sent (it died, or a provider
+    failed temporarily), rebuilt from what the ledger kept about them."""
+    planned = {m.key for m in the_plan.messages}
+    keys = [k for status in ("planned", "failed_temporary") for k in store.message_keys(status=status) if k not in planned]
+    pending = []
+    for row in store.messages(keys):
+        p = row.payload
+        if not p.get("template"):
+            continue
+        pending.append(MessageAction(
+            row.key, row.campaign, p.get("version", ""), int(row.customer_id), row.step, row.channel, p["template"], p.get("offer"),
+            row.cost, datetime.fromisoformat(p["due_at"]) if p.get("due_at") else the_plan.now, p.get("arm"),
+        ))
+    return pending
+
+
+def _render(project: Project, source: DataSource, messages: Sequence[MessageAction], now: datetime) -> tuple[list[DueMessage], list[tuple[str, str]]]:
+    renderer = MessageRenderer(project)
+    recipients = sorted({m.customer_id for m in messages})
+    profiles = load_profiles(project, source, recipients)
+    last_orders = load_last_orders(project, source, recipients, now)
+    due, failures = [], []
+    for m in messages:
+        profile = profiles.get(m.customer_id)
+        kind = project.channels[m.channel].kind
+        address = (profile or {}).get(CONTACT_FOR_KIND.get(kind, ""), "") if kind != "web_layer" else str(m.customer_id)
+        if profile is None or not address:
+            failures.append((m.key, f"customer {m.customer_id} has no {kind} contact any more"))
+            continue
+        try:
+            parts = renderer.render(m.template, message_context(project, m, profile, now, last_orders.get(m.customer_id)))
+        except RenderError as exc:
+            failures.append((m.key, str(exc)))
+            continue
+        metadata = {"template": m.template, "offer": m.offer, "arm": m.arm, "step": m.step}
+        due.append(DueMessage(OutgoingMessage(m.key, m.campaign, str(m.customer_id), m.channel, address, parts, metadata), m.step, m.cost))
+    return due, failures
+
+
+def _record_render_failures(store: StateStore, failures: Sequence[tuple[str, str]]) -> None:
+    """A message that cannot be rendered is failed for good, with why: shown
+    in the report, never half-sent, never retried blindly."""
+    if not failures:
+        return
+    keys = store.mark_sending([key for key, _ in failures])
+    reasons = dict(failures)
+    store.finish_messages([MessageResult(key, MessageStatus.FAILED_PERMANENT, error=reasons[key]) for key in keys])
+
+
+def message_context(
+    project: Project, m: MessageAction, profile: Mapping[str, Any], now: datetime, last_order: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a template sees (docs/format.md, "Templates")."""
+    customer = dict(profile)
+    customer["loyalty_percent"] = LOYALTY_PERCENT.get(str(customer.get("loyalty_tier") or ""), None)
+    return {
+        "customer": customer,
+        "offer": offer_context(project, m.offer, now) if m.offer else None,
+        "campaign": m.campaign,
+        "links": Links(m.key),
+        "products": [],
+        "recommendations": [],
+        "category": None,
+        "order": last_order,  # the latest completed order, for order-triggered messages
+    }
+
+
+def offer_context(project: Project, name: str, now: datetime) -> dict[str, Any]:
+    spec = project.offers[name].spec
+    offer = {key: value for key, value in spec.items() if key != "forecast"}
+    valid = spec.get("valid") or {}
+    local = now.astimezone(ZoneInfo(project.timezone)).date()
+    offer["valid_from"] = valid.get("from") or local.isoformat()
+    offer["valid_until"] = valid.get("to") or (local + timedelta(days=int(valid.get("days", 14)))).isoformat()
+    offer["promo_code"] = None  # promo-code pools issue codes per customer (offers work, issue 7)
+    offer.setdefault("title", name.replace("_", " "))
+    return offer
+
+
+def _id_chunks(customer_ids: Sequence[int], chunk: int = 5000):
+    from sqlglot import exp
+
+    for start in range(0, len(customer_ids), chunk):
+        yield [exp.Literal.number(i) for i in customer_ids[start : start + chunk]]
+
+
+def load_profiles(project: Project, source: DataSource, customer_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The customers rows of the given customers, by logical column name."""
+    from sqlglot import exp
+
+    from .datacontract import CONTRACT
+
+    mapping = project.data_source.table("customers")
+    present = set(source.table_columns(mapping.table) or ())
+    columns = [name for name in CONTRACT["customers"] if mapping.column(name) in present]
+    profiles: dict[int, dict[str, Any]] = {}
+    for ids in _id_chunks(customer_ids):
+        query = (
+            exp.select(*[exp.alias_(exp.column(mapping.column(name)), name) for name in columns])
+            .from_(exp.to_table(mapping.table))
+            .where(exp.column(mapping.column("customer_id")).isin(*ids))
+        )
+        for row in source.query(query.sql(dialect=source.dialect)).to_pylist():
+            profiles[int(row["customer_id"])] = row
+    return profiles
+
+
+def load_last_orders(project: Project, source: DataSource, customer_ids: Sequence[int], now: datetime) -> dict[int, dict[str, Any]]:
+    """Each customer's latest completed order up to ``now``: order_id, ts, total, items."""
+    from sqlglot import exp
+
+    orders = project.data_source.table("orders")
+    col = orders.column
+    fields = ["order_id", "customer_id", "ts", "total", "items"]
+    latest: dict[int, dict[str, Any]] = {}
+    for ids in _id_chunks(customer_ids):
+        ranked = (
+            exp.select(*[exp.alias_(exp.column(col(name)), name) for name in fields])
+            .select(exp.alias_(exp.Window(this=exp.RowNumber(), partition_by=[exp.column(col("customer_id"))],
+                                          order=exp.Order(expressions=[exp.Ordered(this=exp.column(col("ts")), desc=True)])), "rank"))
+            .from_(exp.to_table(orders.table))
+            .where(exp.column(col("customer_id")).isin(*ids))
+            .where(exp.column(col("status")).eq(exp.Literal.string("completed")))
+            .where(exp.column(col("ts")) <= exp.cast(exp.Literal.string(now.astimezone(UTC).isoformat()), "timestamptz"))
+        )
+        query = exp.select(*fields).from_(ranked.subquery("ranked")).where(exp.column("rank").eq(1))
+        for row in source.query(query.sql(dialect=source.dialect)).to_pylist():
+            # Product lists (lines, recommendations) need the product catalogue
+            # with URLs and images, which the data contract does not have yet.
+            latest[int(row["customer_id"])] = {**row, "lines": []}
+    return latest

@@ -1,0 +1,180 @@
+"""plan and apply end to end: the example project on a small demo retailer,
+the outbox as the channel, SQLite as state, a simulated clock."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from campaignctl.demo_data import generate_demo_data
+from campaignctl.executor import StalePlan, apply, make_plan
+from campaignctl.project import load_project
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = datetime(2026, 12, 1, 7, 30, tzinfo=timezone.utc)  # 10:30 in Moscow, when the December broadcasts are due
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("demo") / "data"
+    generate_demo_data(data, 3000, seed=11, as_of=NOW + timedelta(days=3))  # data after `now` is ignored until the clock gets there
+    return data
+
+
+@pytest.fixture
+def project_dir(tmp_path, demo_data) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "campaigns", root, ignore=shutil.ignore_patterns("data", "out", ".campaignctl"))
+    (root / "data").symlink_to(demo_data, target_is_directory=True)
+    return root
+
+
+def outbox(root: Path) -> list[dict]:
+    lines = []
+    for path in sorted((root / "out").glob("*.jsonl")):
+        lines += [json.loads(line) for line in path.read_text().splitlines()]
+    return lines
+
+
+def ledger(root: Path) -> dict[str, str]:
+    import sqlite3
+
+    with sqlite3.connect(root / ".campaignctl" / "state.db") as db:
+        return dict(db.execute("SELECT key, status FROM messages"))
+
+
+def enrollment_groups(root: Path) -> dict[tuple[str, str], str]:
+    import sqlite3
+
+    with sqlite3.connect(root / ".campaignctl" / "state.db") as db:
+        return {(campaign, customer): group for campaign, customer, group in db.execute("SELECT campaign, customer_id, grp FROM enrollments")}
+
+
+def test_apply_sends_what_the_plan_showed_exactly_once(project_dir):
+    project = load_project(project_dir)
+    planned = make_plan(project, NOW)
+    assert planned.messages and not planned.violations
+
+    result = apply(project, NOW)
+    sent = outbox(project_dir)
+    keys = [message["key"] for message in sent]
+    assert result.applied and not result.render_failures
+    assert sorted(keys) == sorted(m.key for m in planned.messages)  # apply decided nothing plan did not show
+    assert len(keys) == len(set(keys))
+    assert sorted(key for key, status in ledger(project_dir).items() if status == "sent") == sorted(keys)
+
+    again = apply(project, NOW)  # the scheduler's next tick at the same moment
+    assert again.delivery["counts"] == {} and len(outbox(project_dir)) == len(sent)
+    assert make_plan(project, NOW).exit_code() == 0  # nothing left to do, and the apply did not make plans look stale
+
+
+def test_control_and_holdout_members_never_receive_anything(project_dir):
+    project = load_project(project_dir)
+    apply(project, NOW)
+    groups = enrollment_groups(project_dir)
+    assert {"treatment", "control", "holdout"} <= set(groups.values())
+    for message in outbox(project_dir):
+        assert groups[(message["campaign"], message["customer_id"])] == "treatment"
+
+
+def test_messages_are_rendered_and_addressed(project_dir):
+    project = load_project(project_dir)
+    apply(project, NOW)
+    emails = [m for m in outbox(project_dir) if m["channel"] == "email"]
+    assert emails
+    sample = emails[0]
+    assert "@" in sample["to"]
+    assert sample["parts"]["subject"] and "<html" in sample["parts"]["html"] and sample["parts"]["text"].strip()
+    assert "{{" not in sample["parts"]["html"]
+    assert sample["key"] in sample["parts"]["html"]  # links carry the message key for attribution
+
+
+def test_a_simulated_fortnight_moves_customers_through_cascades_without_duplicates(project_dir):
+    project = load_project(project_dir)
+    sent_per_day = []
+    for hours in range(0, 14 * 24, 24):
+        apply(project, NOW + timedelta(hours=hours))
+        sent_per_day.append(len(outbox(project_dir)))
+    keys = [m["key"] for m in outbox(project_dir)]
+    assert len(keys) == len(set(keys)), "a message was sent twice"
+    assert sorted(k for k, status in ledger(project_dir).items() if status == "sent") == sorted(keys)
+    steps = Counter(int(key.split("/")[3]) for key in keys)
+    assert steps[1] > 0, "no cascade ever reached its second step"
+    assert sent_per_day[-1] > sent_per_day[0]
+
+
+def test_a_saved_plan_is_applied_as_approved_and_refused_when_stale(project_dir):
+    project = load_project(project_dir)
+    saved = make_plan(project, NOW)
+    result = apply(project, NOW, saved=saved)
+    assert sorted(m["key"] for m in outbox(project_dir)) == sorted(m.key for m in saved.messages)
+    assert result.applied
+    with pytest.raises(StalePlan, match="state changed"):
+        apply(project, NOW, saved=saved)  # the state moved: the old approval no longer holds
+
+
+def test_a_saved_plan_is_refused_when_the_project_changed(project_dir):
+    saved = make_plan(load_project(project_dir), NOW)
+    path = project_dir / "triggers.yaml"
+    path.write_text(path.read_text().replace("control: 0.1", "control: 0.2", 1))
+    with pytest.raises(StalePlan, match="project changed"):
+        apply(load_project(project_dir), NOW, saved=saved)
+    assert not (project_dir / "out").exists()
+
+
+def run_cli(project_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", "campaignctl", "-C", str(project_dir), *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_plan_exit_codes_and_saved_plans(project_dir, tmp_path):
+    now = NOW.isoformat()
+    first = run_cli(project_dir, "plan", "--now", now, "--detailed-exitcode", "--out", str(tmp_path / "plan.json"))
+    assert first.returncode == 2, first.stderr
+    assert "Plan: 24 campaigns to add" in first.stdout
+    markdown = run_cli(project_dir, "plan", "--now", now, "--format", "md")
+    assert markdown.returncode == 0 and "<details>" in markdown.stdout
+    applied = run_cli(project_dir, "apply", str(tmp_path / "plan.json"))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "Apply complete" in applied.stdout
+    stale = run_cli(project_dir, "apply", str(tmp_path / "plan.json"))
+    assert stale.returncode == 1 and "state changed since this plan was made" in stale.stderr
+    after = run_cli(project_dir, "plan", "--now", now, "--detailed-exitcode")
+    assert after.returncode == 0, after.stdout
+
+
+def test_cli_plan_fails_on_a_policy_violation(project_dir):
+    path = project_dir / "campaignctl.yaml"
+    text = path.read_text()
+    assert "monthly_budget" in text
+    lines = [line if "monthly_budget" not in line else line.split(":")[0] + ": 10" for line in text.splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+    done = run_cli(project_dir, "plan", "--now", NOW.isoformat(), "--detailed-exitcode")
+    assert done.returncode == 1
+    assert "monthly_budget" in done.stdout
+    refused = run_cli(project_dir, "apply", "--now", NOW.isoformat())
+    assert refused.returncode == 1 and "not applied" in refused.stdout
+    assert not (project_dir / "out").exists()
+
+
+def test_two_applies_started_together_send_nothing_twice(project_dir):
+    args = [sys.executable, "-m", "campaignctl", "-C", str(project_dir), "apply", "--now", NOW.isoformat(), "--format", "json"]
+    first, second = (subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2))
+    results = [process.communicate(timeout=300) + (process.returncode,) for process in (first, second)]
+    keys = [m["key"] for m in outbox(project_dir)]
+    assert keys and len(keys) == len(set(keys))
+    codes = sorted(code for _, _, code in results)
+    errors = " ".join(err for _, err, code in results if code)
+    # One sent everything; the other either found the lock taken (exit 1, naming
+    # the holder) or ran after it and found nothing left to send.
+    assert codes in ([0, 0], [0, 1])
+    if codes == [0, 1]:
+        assert "held by" in errors
