@@ -35,8 +35,14 @@ def execute(dsn: str, schema: str, *statements: str) -> None:
             conn.execute(statement)
 
 
-def test_registered_through_the_entry_point():
-    assert registry().data_sources["postgres"] is create_source
+def test_registered_through_the_entry_point(postgres_dsn, postgres_schema, tmp_path):
+    execute(postgres_dsn, postgres_schema, "CREATE TABLE customers (customer_id bigint)")
+    config = DataSourceConfig("postgres", MappingProxyType({"dsn": postgres_dsn, "schema": postgres_schema}))
+    opened = registry().data_sources["postgres"](config, tmp_path)
+    try:
+        assert isinstance(opened, PostgresSource) and opened.table_columns("customers") == ["customer_id"]
+    finally:
+        opened.close()
 
 
 def test_factory_options(postgres_dsn, postgres_schema, tmp_path):

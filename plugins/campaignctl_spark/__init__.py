@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from campaignctl.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # Spark hands back Arrow; importing it early would slow every command
+    import pyarrow as pa
 
 __version__ = "0.1.0"
 
