@@ -8,12 +8,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from campaignctl_duckdb import DataSourceError, DuckDBSource
 
 from campaignctl import plugins
 from campaignctl.datacontract import CONTRACT, check_source
 from campaignctl.diagnostics import Location
 from campaignctl.model import DataSourceConfig, TableMapping
-from campaignctl_duckdb import DataSourceError, DuckDBSource
 
 WHERE = Location("campaignctl.yaml", 7, 3)
 

@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlglot
+from campaignctl_duckdb import DuckDBSource
 
 from campaignctl.diagnostics import Location
 from campaignctl.loader import load_text
 from campaignctl.model import DataSourceConfig, Feature, PluginConfig, Policies, Project, Segment, TableMapping
 from campaignctl.segments import check_segments, compile_segments, evaluate_segments, explain_segment, sample_members
-from campaignctl_duckdb import DuckDBSource
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 TODAY = NOW.date()
