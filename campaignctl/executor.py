@@ -308,7 +308,7 @@ def message_context(
         "products": [],
         "recommendations": [],
         "category": None,
-        "order": last_order,  # the latest completed order, for order-triggered messages
+        "order": last_order,  # the latest order, for order-triggered messages
     }
 
 
@@ -353,7 +353,8 @@ def load_profiles(project: Project, source: DataSource, customer_ids: Sequence[i
 
 
 def load_last_orders(project: Project, source: DataSource, customer_ids: Sequence[int], now: datetime) -> dict[int, dict[str, Any]]:
-    """Each customer's latest completed order up to ``now``: order_id, ts, total, items."""
+    """Each customer's latest order up to ``now`` (whatever its status: an
+    order-confirmation goes out for a placed order): order_id, ts, total, items."""
     from sqlglot import exp
 
     orders = project.data_source.table("orders")
@@ -367,7 +368,6 @@ def load_last_orders(project: Project, source: DataSource, customer_ids: Sequenc
                                           order=exp.Order(expressions=[exp.Ordered(this=exp.column(col("ts")), desc=True)])), "rank"))
             .from_(exp.to_table(orders.table))
             .where(exp.column(col("customer_id")).isin(*ids))
-            .where(exp.column(col("status")).eq(exp.Literal.string("completed")))
             .where(exp.column(col("ts")) <= exp.cast(exp.Literal.string(now.astimezone(UTC).isoformat()), "timestamptz"))
         )
         query = exp.select(*fields).from_(ranked.subquery("ranked")).where(exp.column("rank").eq(1))
