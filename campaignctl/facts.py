@@ -189,12 +189,26 @@ def load_customer_facts(project: Project, source: DataSource, customer_ids: Sequ
     """Facts for ``customer_ids`` (None: every customer) as of ``now``."""
     now = _utc(now).astimezone(UTC)
     ids = None if customer_ids is None else sorted({int(i) for i in customer_ids})
-    table = source.query(facts_query(project, source, ids, now))
+    # A long IN list costs more to generate and parse than reading every
+    # customer; past a few thousand ids, read all and keep the wanted rows here.
+    in_sql = ids if ids is not None and len(ids) <= IN_LIST_LIMIT else None
+    table = _keep(source.query(facts_query(project, source, in_sql, now)), ids)
     events = EVENTS_SCHEMA.empty_table()
     types = trigger_event_types(project)
     if types:
-        events = source.query(events_query(project, source.dialect, ids, types, now - event_lookback(project), now))
+        events = _keep(source.query(events_query(project, source.dialect, in_sql, types, now - event_lookback(project), now)), ids)
     return CustomerFacts(table, events)
+
+
+IN_LIST_LIMIT = 2000
+
+
+def _keep(table: pyarrow.Table, ids: Sequence[int] | None) -> pyarrow.Table:
+    if ids is None or len(ids) <= IN_LIST_LIMIT:
+        return table
+    import pyarrow.compute as pc
+
+    return table.filter(pc.is_in(table.column("customer_id"), value_set=pyarrow.array(ids, pyarrow.int64())))
 
 
 def facts_query(project: Project, source: DataSource, customer_ids: Sequence[int] | None, now: datetime) -> str:

@@ -6,6 +6,7 @@ keep the two in step.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,11 +27,17 @@ def assignment(salt: str, campaign: str, customer_id: int | str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+@lru_cache(maxsize=1 << 21)
+def _holdout_draw(project_name: str, customer_id: int) -> float:
+    # The same for every campaign: drawn once per customer, not once per campaign.
+    return assignment(project_name, "", customer_id)
+
+
 def group_of(project_name: str, campaign: str, customer_id: int, *, holdout: float, control: float) -> str:
     """holdout when assignment(project, "", id) < holdout (the same for every
     campaign); else control when assignment(project, campaign, id) < control;
     else treatment."""
-    if holdout > 0 and assignment(project_name, "", customer_id) < holdout:
+    if holdout > 0 and _holdout_draw(project_name, customer_id) < holdout:
         return HOLDOUT
     if control > 0 and assignment(project_name, campaign, customer_id) < control:
         return CONTROL
