@@ -419,3 +419,71 @@ def test_explain_and_sample_members(source):
     sample = sample_members(p, source, "offline_sofas", now=NOW, limit=2)
     assert sample.num_rows == 2 and set(sample.column("customer_id").to_pylist()) <= {1, 3, 6}
     assert "orders count (channel offline, status completed)" in sample.column_names
+
+
+# --- calendar days in the project's time zone -------------------------------------------
+
+MOSCOW_NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)  # 15:00 on Monday 15 June in Moscow (UTC+3)
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def test_calendar_days_are_moscow_days_near_midnight(tmp_path):
+    """Orders and events a few minutes either side of midnight in Moscow, which
+    is 21:00 UTC: every calendar-day figure must use the Moscow date, whatever
+    the engine's session time zone."""
+    rows = [
+        # (order_id, customer, ts UTC): Moscow wall time in the comment
+        (1, 1, utc("2026-06-14 21:30")),  # 00:30 Monday 15 June: today, a Monday (Sunday in UTC)
+        (2, 2, utc("2026-06-14 20:30")),  # 23:30 Sunday 14 June: yesterday, a Sunday
+        (3, 3, utc("2026-05-31 22:00")),  # 01:00 Monday 1 June: this month (Sunday in May in UTC)
+        (4, 4, utc("2026-05-31 20:00")),  # 23:00 Sunday 31 May: last month
+    ]
+    orders = pd.DataFrame([{"order_id": oid, "customer_id": cid, "ts": ts, "channel": "offline", "store_id": 10, "total": 100.0, "discount": 0.0,
+                            "bonus_spent": 0.0, "items": 1, "status": "completed", "promo_code": None} for oid, cid, ts in rows])
+    events = pd.DataFrame([
+        (5, utc("2026-06-10 20:59"), "site_visit"), (5, utc("2026-06-10 21:01"), "site_visit"),  # 23:59 and 00:01: two Moscow days, one UTC day
+        (6, utc("2026-06-11 20:00"), "site_visit"), (6, utc("2026-06-11 20:50"), "app_opened"),  # 23:00 and 23:50: one day either way
+    ], columns=["customer_id", "ts", "type"]).assign(product_id=None, category=None, payload=None)
+    customers = CUSTOMERS.iloc[:6].copy()
+    for name, frame in {"customers": customers, "orders": orders, "events": events}.items():
+        write(tmp_path, name, frame)
+    segments = {
+        "bought_today": {"orders": {"metric": "days_since_last", "eq": 0}},
+        "bought_yesterday": {"orders": {"metric": "days_since_last", "eq": 1}},
+        "monday_buyers": {"orders": {"metric": "count", "weekday": "mon", "gte": 1}},
+        "sunday_buyers": {"orders": {"metric": "count", "weekday": "sun", "gte": 1}},
+        "this_month": {"orders": {"metric": "count", "period": {"calendar": "this_month"}, "gte": 1}},
+        "last_month": {"orders": {"metric": "count", "period": {"calendar": "last_month"}, "gte": 1}},
+        "two_visit_days": {"events": {"metric": "distinct_days", "type": ["site_visit", "app_opened"], "eq": 2}},
+        "one_visit_day": {"events": {"metric": "distinct_days", "type": ["site_visit", "app_opened"], "eq": 1}},
+    }
+    expected = {"bought_today": [1], "bought_yesterday": [2], "monday_buyers": [1, 3], "sunday_buyers": [2, 4], "this_month": [1, 2, 3],
+                "last_month": [4], "two_visit_days": [5], "one_visit_day": [6]}
+    for session_zone in ("UTC", "America/New_York", "Asia/Tokyo"):
+        source = DuckDBSource.from_config(DataSourceConfig("duckdb", {"path": str(tmp_path)}), Path("/"))
+        source.connection.execute(f"SET TimeZone = '{session_zone}'")
+        assert members(source, segments, now=MOSCOW_NOW, timezone="Europe/Moscow") == expected, session_zone
+        source.close()
+    # The same data read in UTC puts the midnight rows on the other side.
+    utc_source = DuckDBSource.from_config(DataSourceConfig("duckdb", {"path": str(tmp_path)}), Path("/"))
+    in_utc = members(utc_source, segments, now=MOSCOW_NOW, timezone="UTC")
+    assert in_utc["bought_yesterday"] == [1, 2] and in_utc["two_visit_days"] == [] and in_utc["one_visit_day"] == [5, 6] and in_utc["sunday_buyers"] == [1, 2, 3, 4]
+
+
+def test_local_days_follow_daylight_saving_changes():
+    """Berlin moves between UTC+1 and UTC+2: the offsets the SQL uses are the tz database's."""
+    from zoneinfo import ZoneInfo
+
+    from campaignctl.segments.periods import utc_offsets
+
+    zone = ZoneInfo("Europe/Berlin")
+    changes = utc_offsets("Europe/Berlin", datetime(2026, 12, 1, tzinfo=timezone.utc))
+    for moment in (datetime(1985, 3, 31, 0, 59, 59, tzinfo=timezone.utc), datetime(1985, 3, 31, 1, 0, tzinfo=timezone.utc),
+                   datetime(2026, 3, 29, 0, 59, 59, tzinfo=timezone.utc), datetime(2026, 3, 29, 1, 0, tzinfo=timezone.utc),
+                   datetime(2026, 10, 25, 0, 59, 59, tzinfo=timezone.utc), datetime(2026, 10, 25, 1, 0, tzinfo=timezone.utc)):
+        seconds = int(moment.timestamp())
+        offset = [change.offset for change in changes if change.since <= seconds][-1]
+        assert offset == moment.astimezone(zone).utcoffset().total_seconds(), moment

@@ -53,14 +53,18 @@ from .conditions import (
     walk,
 )
 from .features import RFM, FavouriteCategory, FeatureDef, Lifecycle, MainStore, QuantileBands, Scoring, Value, parse_feature
-from .periods import Window, birthday_keys, local_now, period_window
+from .periods import Window, birthday_keys, local_now, period_window, utc_offsets
 
 DIALECTS = ("duckdb", "postgres", "spark")
 CUSTOMER_FIELDS = tuple(CONTRACT["customers"])
 CONTACT_FIELD = {"email": "email", "sms": "phone", "whatsapp": "phone", "telegram": "phone", "push": "push_token", "web_push": "web_push_endpoint"}
-# Weekday numbers come from days since a known Monday: the same integer
+SECONDS_PER_DAY = 86400
+UNIX_EPOCH = date(1970, 1, 1)
+# Weekday numbers (Monday = 0) come from local day numbers: the same integer
 # arithmetic on every dialect, unlike DAYOFWEEK whose numbering differs.
-A_MONDAY = date(1900, 1, 1)
+# 1970-01-01 was a Thursday; adding a multiple of 7 keeps the dividend positive
+# for dates up to ~1,900 years back, since % of a negative number differs too.
+EPOCH_WEEKDAY = 3 + 7 * 100_000
 SAMPLE_HEX_DIGITS = 8
 
 
@@ -245,6 +249,7 @@ class QueryBuilder:
         self.aggregates: dict[Aggregate, str] = {}  # resolved aggregate -> customer_facts column
         self.customer_fields: list[str] = ["customer_id"]
         self.consents: list[str] = []
+        self.contacts: list[str] = []  # customers columns checked for presence only
         self.price_drops: dict[tuple[timedelta, timedelta], str] = {}
         self.lookups: dict[str, tuple[str, exp.Select]] = {}  # cte -> (customer_facts column, first row per customer)
         self.features: dict[str, FeatureDef] = {}
@@ -345,9 +350,7 @@ class QueryBuilder:
         granted = exp.EQ(this=ident(f"consent_{node.channel}"), expression=literal(1))
         if not node.require_contact:
             return granted
-        contact = self.customer_field(CONTACT_FIELD[node.channel])
-        present = exp.and_(exp.Not(this=exp.Is(this=contact, expression=exp.Null())), exp.NEQ(this=contact.copy(), expression=literal("")))
-        return as_bool(exp.and_(granted, present))
+        return exp.and_(granted, self.contact_present(CONTACT_FIELD[node.channel]))
 
     def _Sample(self, node: Sample) -> exp.Expression:
         """md5(salt:id) as hex, its first digits compared as text: every dialect
@@ -362,6 +365,14 @@ class QueryBuilder:
         return exp.Substring(this=exp.MD5(this=key), start=literal(1), length=literal(SAMPLE_HEX_DIGITS))
 
     # facts
+
+    def contact_present(self, name: str) -> exp.Expression:
+        """A customer_facts flag: the contact column ``name`` is neither null nor
+        empty. A flag rather than the text keeps e-mails and tokens out of the
+        materialized facts."""
+        if name not in self.contacts:
+            self.contacts.append(name)
+        return exp.EQ(this=ident(f"has_{name}"), expression=literal(1))
 
     def customer_field(self, name: str) -> exp.Expression:
         if name not in self.customer_fields:
@@ -405,16 +416,16 @@ class QueryBuilder:
         bought = exp.GT(this=frequency, expression=literal(0))
         edges_cte = f"{feature.name}_edges"
         edge_columns: dict[str, list[exp.Expression]] = {}
-        edge_selects = []
+        wanted: list[QuantileEdges] = []
         for letter, value, scoring in (("r", recency, feature.recency), ("f", frequency, feature.frequency), ("m", monetary, feature.monetary)):
             if scoring.quantiles:
                 names = [f"{feature.name}_{letter}_edge_{k}" for k in range(1, scoring.quantiles)]
-                edge_selects += [exp.alias_(quantile(value.copy(), k / scoring.quantiles, self.dialect), name, quoted=True) for k, name in enumerate(names, 1)]
+                wanted.append(QuantileEdges(value, tuple(k / scoring.quantiles for k in range(1, scoring.quantiles)), tuple(names)))
                 edge_columns[letter] = [ident(name) for name in names]
             else:
                 edge_columns[letter] = [literal(threshold) for threshold in scoring.thresholds]
-        if edge_selects:
-            self.edge_ctes[edges_cte] = exp.select(*edge_selects).from_("customer_facts").where(bought.copy())
+        if wanted:
+            self.edge_ctes[edges_cte] = self.edge_query(wanted, bought.copy())
         scores = {
             "r": self._score(recency, edge_columns["r"], feature.recency, lower_is_better=True, population=bought),
             "f": self._score(frequency, edge_columns["f"], feature.frequency, lower_is_better=False, population=bought),
@@ -462,20 +473,33 @@ class QueryBuilder:
         if feature.iqr is not None:
             fences = f"{feature.name}_fences"
             q1, q3 = ident(f"{feature.name}_q1"), ident(f"{feature.name}_q3")
-            self.edge_ctes[fences] = exp.select(
-                exp.alias_(quantile(value.copy(), 0.25, self.dialect), f"{feature.name}_q1", quoted=True),
-                exp.alias_(quantile(value.copy(), 0.75, self.dialect), f"{feature.name}_q3", quoted=True),
-            ).from_("customer_facts").where(population.copy())
+            self.edge_ctes[fences] = self.edge_query([QuantileEdges(value, (0.25, 0.75), (f"{feature.name}_q1", f"{feature.name}_q3"))], population.copy())
             spread = exp.Mul(this=literal(feature.iqr), expression=exp.Paren(this=exp.Sub(this=q3.copy(), expression=q1.copy())))
             kept = exp.and_(population.copy(), exp.Between(this=value.copy(), low=exp.Sub(this=q1.copy(), expression=spread), high=exp.Add(this=q3.copy(), expression=spread.copy())))
         names = [f"{feature.name}_edge_{k}" for k in range(1, len(feature.quantiles) + 1)]
-        edges = exp.select(*(exp.alias_(quantile(value.copy(), q, self.dialect), name, quoted=True) for q, name in zip(feature.quantiles, names))).from_("customer_facts")
-        if feature.iqr is not None:
-            edges = edges.join(exp.to_table(f"{feature.name}_fences"), join_type="cross")
-        self.edge_ctes[f"{feature.name}_edges"] = edges.where(kept.copy())
+        fences_table = f"{feature.name}_fences" if feature.iqr is not None else None
+        self.edge_ctes[f"{feature.name}_edges"] = self.edge_query([QuantileEdges(value, feature.quantiles, tuple(names))], kept.copy(), fences_table)
         bands = [(exp.LTE(this=value.copy(), expression=ident(name)), literal(label)) for name, label in zip(names, feature.labels)]
         band = case([(exp.Not(this=exp.Paren(this=kept.copy())), exp.Null())] + bands, literal(feature.labels[-1]))
         return {"": band, "value": value}
+
+    def edge_query(self, wanted: list["QuantileEdges"], population: exp.Expression, cross_join: str | None = None) -> exp.Select:
+        """One row: the quantile edges of each wanted value over the customer_facts
+        rows in ``population`` (``cross_join``: a one-row table the condition reads)."""
+        source = exp.select().from_("customer_facts")
+        if cross_join:
+            source = source.join(exp.to_table(cross_join), join_type="cross")
+        if self.dialect != "duckdb":
+            return source.select(*(exp.alias_(quantile(edges.value.copy(), fraction, self.dialect), name, quoted=True)
+                                   for edges in wanted for fraction, name in zip(edges.fractions, edges.names))).where(population)
+        # DuckDB keeps a copy of the values per QUANTILE_CONT call; one call with
+        # a list of fractions per value keeps one (~100 MB less at 1M customers).
+        lists = [f"edges_{index}" for index in range(len(wanted))]
+        inner = source.select(*(exp.alias_(exp.PercentileCont(this=edges.value.copy(), expression=exp.Array(expressions=[literal(f) for f in edges.fractions])), column, quoted=True)
+                                for edges, column in zip(wanted, lists))).where(population)
+        picks = [exp.alias_(exp.Bracket(this=ident(column), expressions=[literal(position)]), name, quoted=True)  # sqlglot indexes from 0
+                 for edges, column in zip(wanted, lists) for position, name in enumerate(edges.names)]
+        return exp.select(*picks).from_(inner.subquery("quantiles"))
 
     def _feature_Value(self, feature: Value) -> dict[str, exp.Expression]:
         return {"": self.aggregate(feature.value)}
@@ -487,7 +511,7 @@ class QueryBuilder:
         o, l = "o", "l"
         amount = exp.Mul(this=self.col(l, "order_lines", "qty"), expression=self.col(l, "order_lines", "price"))
         category = self.col(l, "order_lines", "category")
-        ranked = (
+        per_category = (
             exp.select(self.col(o, "orders", "customer_id").as_("customer_id"), category.as_("value"))
             .from_(self.table("order_lines", l))
             .join(self.table("orders", o), on=exp.EQ(this=self.col(l, "order_lines", "order_id"), expression=self.col(o, "orders", "order_id")))
@@ -495,30 +519,45 @@ class QueryBuilder:
                             exp.Not(this=exp.Is(this=category.copy(), expression=exp.Null()))))
             .group_by(self.col(o, "orders", "customer_id"), category.copy())
         )
-        order = [exp.Ordered(this=exp.Count(this=exp.Star()), desc=True),
-                 exp.Ordered(this=exp.Sum(this=amount), desc=True), exp.Ordered(this=category.copy())]
-        return {"": self.lookup(feature.name, ranked, self.col(o, "orders", "customer_id"), order)}
+        # Smallest key first: most lines, most money (0 when prices are missing), the name.
+        key = [exp.Neg(this=exp.Count(this=exp.Star())), exp.Neg(this=exp.Coalesce(this=exp.Sum(this=amount), expressions=[literal(0)])), category.copy()]
+        return {"": self.pick_per_customer(feature.name, per_category, key, largest=False)}
 
     def _feature_MainStore(self, feature: MainStore) -> dict[str, exp.Expression]:
-        """The store of most offline orders, then of the latest one; the home store otherwise."""
+        """The store of most offline orders, then of the latest one, then the lowest id; the home store otherwise."""
         o = "o"
         store = self.col(o, "orders", "store_id")
-        ranked = (
+        per_store = (
             exp.select(self.col(o, "orders", "customer_id").as_("customer_id"), store.as_("value"))
             .from_(self.table("orders", o))
             .where(exp.and_(self.order_window(self.period(feature.period)), is_in(self.col(o, "orders", "status"), ["completed"]),
                             is_in(self.col(o, "orders", "channel"), ["offline"]), exp.Not(this=exp.Is(this=store.copy(), expression=exp.Null()))))
             .group_by(self.col(o, "orders", "customer_id"), store.copy())
         )
-        order = [exp.Ordered(this=exp.Count(this=exp.Star()), desc=True), exp.Ordered(this=exp.Max(this=self.col(o, "orders", "ts")), desc=True), exp.Ordered(this=store.copy())]
-        main = self.lookup(feature.name, ranked, self.col(o, "orders", "customer_id"), order)
+        key = [exp.Count(this=exp.Star()), exp.Max(this=self.col(o, "orders", "ts")), exp.Neg(this=store.copy())]
+        main = self.pick_per_customer(feature.name, per_store, key, largest=True)
         return {"": exp.Coalesce(this=main, expressions=[self.customer_field("home_store_id")])}
 
-    def lookup(self, name: str, grouped: exp.Select, partition: exp.Expression, order: list[exp.Ordered]) -> exp.Expression:
-        """The first row per customer of ``grouped`` in ``order``, joined into the facts."""
-        rank = exp.Window(this=exp.RowNumber(), partition_by=[partition], order=exp.Order(expressions=order))
-        ranked = grouped.select(rank.as_("row_rank"))
-        first = exp.select("customer_id", "value").from_(ranked.subquery("ranked")).where(exp.EQ(this=exp.column("row_rank"), expression=literal(1)))
+    def pick_per_customer(self, name: str, grouped: exp.Select, key: list[exp.Expression], *, largest: bool) -> exp.Expression:
+        """Per customer, the ``value`` of the row of ``grouped`` (customer_id,
+        value, one row per candidate) whose ``key`` (compared left to right;
+        never null, unique per customer) is the largest or smallest; joined into the facts.
+
+        DuckDB and Spark have ARG_MAX/MAX_BY over a struct: one more hash
+        aggregate, several times cheaper than ranking every candidate with a
+        window. PostgreSQL has neither, so it ranks with ROW_NUMBER; the key
+        is total, so both pick the same row.
+        """
+        keys = [f"key_{index}" for index in range(1, len(key) + 1)]
+        candidates = grouped.select(*(exp.alias_(part, column) for part, column in zip(key, keys))).subquery("candidates")
+        if self.dialect == "postgres":
+            order = exp.Order(expressions=[exp.Ordered(this=exp.column(column), desc=largest) for column in keys])
+            rank = exp.Window(this=exp.RowNumber(), partition_by=[exp.column("customer_id")], order=order)
+            ranked = exp.select("customer_id", "value", rank.as_("row_rank")).from_(candidates).subquery("ranked")
+            first = exp.select("customer_id", "value").from_(ranked).where(exp.EQ(this=exp.column("row_rank"), expression=literal(1)))
+        else:
+            pick = (exp.ArgMax if largest else exp.ArgMin)(this=exp.column("value"), expression=exp.Struct(expressions=[exp.column(column) for column in keys]))
+            first = exp.select("customer_id", pick.as_("value")).from_(candidates).group_by("customer_id")
         column = f"{name}_value"
         self.lookups[f"{name}_lookup"] = (column, first)
         return ident(column)
@@ -561,12 +600,17 @@ class QueryBuilder:
         reused = {"customer_facts"} if self.edge_ctes else set()
         for name, body in ctes:
             # DuckDB would compute a CTE again per reference; Spark has no MATERIALIZED.
-            query = query.with_(name, as_=body, materialized=True if name in reused and self.dialect != "spark" else None)
+            query = query.with_(name, as_=body, materialized=True if name in reused and self.dialect != "spark" else None,
+                                copy=False)  # copying the growing query per CTE is quadratic
         return query
 
     def facts(self) -> exp.Select:
         c = "c"
         columns = [self.col(c, "customers", field).as_(f"customer_{field}" if field != "customer_id" else field, quoted=True) for field in self.customer_fields]
+        for field in self.contacts:
+            contact = self.col(c, "customers", field)
+            present = exp.and_(exp.Not(this=exp.Is(this=contact, expression=exp.Null())), exp.NEQ(this=contact.copy(), expression=literal("")))
+            columns.append(exp.alias_(case([(present, literal(1))], literal(0)), f"has_{field}", quoted=True))
         by_table = AggregateSQL(self).aggregate_columns()
         for aggregate, column in self.aggregates.items():
             raw = exp.column(column, table=f"{aggregate.table}_agg", quoted=True)
@@ -582,41 +626,73 @@ class QueryBuilder:
         customer = self.col(c, "customers", "customer_id")
         joined = [f"{table}_agg" for table in by_table] + list(self.lookups) + (["latest_consents"] if self.consents else []) + list(self.price_drops.values())
         for cte in joined:
-            query = query.join(exp.to_table(cte), on=exp.EQ(this=exp.column("customer_id", table=cte), expression=customer.copy()), join_type="left")
+            query = query.join(exp.to_table(cte), on=exp.EQ(this=exp.column("customer_id", table=cte), expression=customer.copy()), join_type="left", copy=False)
         return query
 
     def metric_value(self, aggregate: Aggregate, raw: exp.Expression) -> exp.Expression:
         if aggregate.metric in ZERO_WHEN_EMPTY:
             return exp.Coalesce(this=raw, expressions=[literal(0)])
         if aggregate.metric in ("days_since_last", "days_since_first"):
-            return self.days_between(exp.cast(raw, "DATE"), literal(self.today))
+            # Calendar days in the project's zone: 23:30 yesterday is 1 day ago at 00:10.
+            return exp.Sub(this=literal(day_number(self.today)), expression=self.local_day(raw))
         return raw
 
-    def days_between(self, start: exp.Expression, end: exp.Expression) -> exp.Expression:
-        """Whole calendar days from ``start`` to ``end`` (both DATEs)."""
-        if self.dialect == "postgres":  # date - date is an integer there; sqlglot's DATEDIFF goes through epochs
-            return exp.Paren(this=exp.Sub(this=end, expression=start))
-        return exp.DateDiff(this=end, expression=start, unit=exp.var("DAY"))
+    # calendar days in the project's time zone
+
+    def local_day(self, ts: exp.Expression) -> exp.Expression:
+        """The date of instant ``ts`` in the project's time zone, as days since 1970-01-01.
+
+        Unix seconds plus the zone's UTC offset at that instant, divided by a
+        day: integer arithmetic that every dialect computes alike whatever its
+        session time zone, and far cheaper in DuckDB than casting to DATE
+        (which goes through ICU). The offsets are literals from Python's tz
+        database, so engines with different tz data still agree.
+        """
+        seconds = exp.TimeToUnix(this=exp.cast(ts, "TIMESTAMPTZ"))
+        local_seconds = exp.Paren(this=exp.Add(this=seconds, expression=self.utc_offset(seconds.copy())))
+        return exp.cast(exp.Floor(this=exp.Div(this=local_seconds, expression=literal(SECONDS_PER_DAY))), "BIGINT")
+
+    def utc_offset(self, seconds: exp.Expression) -> exp.Expression:
+        """The project zone's UTC offset (seconds) at Unix time ``seconds``:
+        one literal for a zone without changes, else a CASE, newest change first
+        because most rows are recent."""
+        changes = utc_offsets(self.project.timezone, self.now)
+        if len(changes) == 1:
+            return literal(changes[0].offset)
+        newest_first = [(exp.GTE(this=seconds.copy(), expression=literal(change.since)), literal(change.offset)) for change in reversed(changes[1:])]
+        return exp.Paren(this=case(newest_first, literal(changes[0].offset)))
+
+    def weekday(self, ts: exp.Expression) -> exp.Expression:
+        """0 for Monday .. 6 for Sunday, in the project's time zone."""
+        shifted = exp.Paren(this=exp.Add(this=self.local_day(ts), expression=literal(EPOCH_WEEKDAY)))
+        return exp.Paren(this=exp.Mod(this=shifted, expression=literal(7)))
 
     def consent_ctes(self) -> list[tuple[str, exp.Expression]]:
+        """Per customer and channel kind, 1 when the latest consent row is
+        granted: its newest granted row is newer than its newest other row
+        (so on a tie in time, revoked wins). One GROUP BY, no window."""
         if not self.consents:
             return []
         k = "k"
-        channel, status = self.col(k, "consents", "channel"), self.col(k, "consents", "status")
-        # The latest row per channel decides; on a tie in time, revoked wins.
-        order = [exp.Ordered(this=self.col(k, "consents", "updated_at"), desc=True),
-                 exp.Ordered(this=case([(exp.EQ(this=status.copy(), expression=literal("granted")), literal(1))], literal(0)))]
-        rank = exp.Window(this=exp.RowNumber(), partition_by=[self.col(k, "consents", "customer_id"), channel.copy()], order=exp.Order(expressions=order))
-        latest = (
-            exp.select(self.col(k, "consents", "customer_id").as_("customer_id"), channel.copy().as_("channel"), status.copy().as_("status"), rank.as_("row_rank"))
-            .from_(self.table("consents", k))
-            .where(exp.and_(is_in(channel.copy(), self.consents), exp.LTE(this=self.col(k, "consents", "updated_at"), expression=literal(self.now))))
-        )
-        flags = [
-            exp.alias_(exp.Max(this=case([(exp.and_(exp.EQ(this=exp.column("channel"), expression=literal(kind)), exp.EQ(this=exp.column("status"), expression=literal("granted"))), literal(1))], literal(0))), kind, quoted=True)
-            for kind in self.consents
-        ]
-        body = exp.select("customer_id", *flags).from_(latest.subquery("latest")).where(exp.EQ(this=exp.column("row_rank"), expression=literal(1))).group_by("customer_id")
+        channel, status, updated_at = (self.col(k, "consents", name) for name in ("channel", "status", "updated_at"))
+        granted = exp.EQ(this=status, expression=literal("granted"))
+        latest_columns = []
+        for kind in self.consents:
+            of_kind = exp.EQ(this=channel.copy(), expression=literal(kind))
+            for suffix, rows in (("granted", granted.copy()), ("other", exp.Not(this=as_bool(granted.copy())))):
+                latest = exp.Filter(this=exp.Max(this=updated_at.copy()), expression=exp.Where(this=exp.and_(of_kind.copy(), rows)))
+                latest_columns.append(exp.alias_(latest, f"{kind}_{suffix}", quoted=True))
+        latest = (exp.select(self.col(k, "consents", "customer_id").as_("customer_id"), *latest_columns)
+                  .from_(self.table("consents", k))
+                  .where(exp.and_(is_in(channel.copy(), self.consents), exp.LTE(this=updated_at.copy(), expression=literal(self.now))))
+                  .group_by(self.col(k, "consents", "customer_id")))
+
+        def flag(kind: str) -> exp.Expression:
+            granted_at, other_at = ident(f"{kind}_granted"), ident(f"{kind}_other")
+            newest_is_granted = exp.or_(exp.Is(this=other_at, expression=exp.Null()), exp.GT(this=granted_at, expression=other_at.copy()))
+            return exp.alias_(case([(exp.and_(exp.Not(this=exp.Is(this=granted_at.copy(), expression=exp.Null())), exp.Paren(this=newest_is_granted)), literal(1))], literal(0)), kind, quoted=True)
+
+        body = exp.select("customer_id", *(flag(kind) for kind in self.consents)).from_(latest.subquery("latest"))
         return [("latest_consents", body)]
 
     def price_drop_ctes(self) -> list[tuple[str, exp.Expression]]:
@@ -636,11 +712,15 @@ class QueryBuilder:
                  .group_by(self.col(e, "events", "customer_id"), self.col(e, "events", "product_id")))
         drops = (exp.select(self.col(e, "events", "customer_id").as_("customer_id"), self.col(e, "events", "product_id").as_("product_id"))
                  .distinct().from_(self.table("events", e)).where(events_of("price_dropped", within)))
+        # Only customers with a price drop can match: restricting the orders to them
+        # first leaves a tiny join to order_lines instead of one over all recent orders.
+        dropped_customers = exp.select(self.col(e, "events", "customer_id")).from_(self.table("events", e)).where(events_of("price_dropped", within))
         ordered = (exp.select(self.col(o, "orders", "customer_id").as_("customer_id"), self.col(l, "order_lines", "product_id").as_("product_id"),
                               exp.Max(this=self.col(o, "orders", "ts")).as_("ordered_at"))
                    .from_(self.table("order_lines", l))
                    .join(self.table("orders", o), on=exp.EQ(this=self.col(l, "order_lines", "order_id"), expression=self.col(o, "orders", "order_id")))
-                   .where(self.order_window(Window(self.now - cart_within, None)))
+                   .where(exp.and_(self.order_window(Window(self.now - cart_within, None)),
+                                   self.col(o, "orders", "customer_id").isin(query=dropped_customers)))
                    .group_by(self.col(o, "orders", "customer_id"), self.col(l, "order_lines", "product_id")))
 
         def same_item(left: str, right: str) -> exp.Expression:
@@ -657,8 +737,22 @@ class QueryBuilder:
         columns = [exp.Star()] + [exp.alias_(expression.copy(), feature_column(name), quoted=True) for name, expression in self.feature_columns.items()]
         query = exp.select(*columns).from_("customer_facts")
         for name in self.edge_ctes:
-            query = query.join(exp.to_table(name), join_type="cross")
+            query = query.join(exp.to_table(name), join_type="cross", copy=False)
         return query
+
+
+def day_number(day: date) -> int:
+    """Days since 1970-01-01: what QueryBuilder.local_day computes in SQL."""
+    return (day - UNIX_EPOCH).days
+
+
+@dataclass(frozen=True)
+class QuantileEdges:
+    """Continuous quantiles of one value at ``fractions``, named ``names``."""
+
+    value: exp.Expression
+    fractions: tuple[float, ...]
+    names: tuple[str, ...]
 
 
 def sum_all(terms: list[exp.Expression]) -> exp.Expression:
@@ -752,7 +846,7 @@ class AggregateSQL:
         if metric == "days_since_first":
             return exp.Min(this=ts.copy())
         if metric == "distinct_days":
-            return exp.Count(this=exp.Distinct(expressions=[exp.cast(ts.copy(), "DATE")]))
+            return exp.Count(this=exp.Distinct(expressions=[self.builder.local_day(ts.copy())]))
         value = self.of_column(aggregate)
         if metric == "distinct":
             return exp.Count(this=exp.Distinct(expressions=[value]))
@@ -770,7 +864,8 @@ class AggregateSQL:
 
     def predicate(self, aggregate: Aggregate, ts: exp.Expression, line_flags: dict[tuple[str, tuple], str]) -> exp.Expression | None:
         b = self.builder
-        checks = []
+        checks: list[exp.Expression] = []
+        weekdays: list[exp.Expression] = []  # last: engines that short-circuit AND skip the date arithmetic for most rows
         for name, value in aggregate.filters:
             if name == "period":
                 if value.start:
@@ -778,12 +873,12 @@ class AggregateSQL:
                 if value.end:
                     checks.append(exp.LT(this=ts.copy(), expression=literal(value.end)))
             elif name == "weekday":
-                day_number = exp.Mod(this=b.days_between(literal(A_MONDAY), exp.cast(ts.copy(), "DATE")), expression=literal(7))
-                checks.append(is_in(exp.Paren(this=day_number), [WEEKDAYS.index(day) for day in value]))
+                weekdays.append(is_in(b.weekday(ts.copy()), [WEEKDAYS.index(day) for day in value]))
             elif name in ("category", "product") and aggregate.table == "orders":
                 checks.append(exp.EQ(this=exp.column(line_flags[(name, value)], table="f"), expression=literal(1)))
             else:
                 checks.append(is_in(self.filter_column(aggregate.table, name), value))
+        checks += weekdays
         return exp.and_(*checks) if checks else None
 
     def filter_column(self, table: str, name: str) -> exp.Expression:

@@ -9,6 +9,7 @@ instants.
 from __future__ import annotations
 
 import calendar
+from functools import lru_cache
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
@@ -101,3 +102,47 @@ def birthday_keys(today: date, within_days: int) -> list[int]:
         if day.month == 2 and day.day == 28 and not calendar.isleap(day.year):
             keys.add(229)
     return sorted(keys)
+
+
+# The earliest instant whose local calendar day the compiled SQL gets exactly
+# right: UTC offsets are listed from here on; older instants take the offset in
+# force at this moment. Time-zone history before 1970 is patchy anyway.
+OFFSETS_SINCE = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
+_SCAN_STEP = timedelta(days=1)  # shorter than any gap between two offset changes in the tz database
+
+
+@dataclass(frozen=True)
+class OffsetChange:
+    """From ``since`` (seconds since the Unix epoch) on, local time is UTC + ``offset`` seconds."""
+
+    since: int
+    offset: int
+
+
+def utc_offsets(timezone: str, until: datetime) -> tuple[OffsetChange, ...]:
+    """Every UTC offset ``timezone`` had between 1970 and ``until`` (and up to
+    the end of that year), oldest first; the first one's ``since`` is OFFSETS_SINCE."""
+    return _utc_offsets(timezone, until.year)
+
+
+@lru_cache(maxsize=32)
+def _utc_offsets(timezone: str, last_year: int) -> tuple[OffsetChange, ...]:
+    # zoneinfo has no public list of transitions, so step through time a day at
+    # a time and bisect each change to the second (~0.1 s, once per zone and year).
+    zone = ZoneInfo(timezone)
+    until = datetime(last_year + 1, 1, 1, tzinfo=ZoneInfo("UTC"))
+
+    def offset_at(seconds: int) -> int:
+        return int(datetime.fromtimestamp(seconds, zone).utcoffset().total_seconds())
+
+    step = int(_SCAN_STEP.total_seconds())
+    start, end = int(OFFSETS_SINCE.timestamp()), int(until.timestamp())
+    changes = [OffsetChange(start, offset_at(start))]
+    for moment in range(start + step, end + step, step):
+        if offset_at(moment) != changes[-1].offset:
+            low, high = moment - step, moment  # the change lies in (low, high]
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (low, middle) if offset_at(middle) != changes[-1].offset else (middle, high)
+            changes.append(OffsetChange(high, offset_at(high)))
+    return tuple(changes)

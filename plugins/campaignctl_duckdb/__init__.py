@@ -4,11 +4,14 @@ Options (data_source.options in campaignctl.yaml):
 - ``path``: a directory, relative to the project, holding per physical table
   ``<table>.parquet``, ``<table>/*.parquet`` or ``<table>.csv``; each becomes a view;
 - ``database``: a .duckdb file instead (read only);
-- ``threads``, ``memory_limit``: DuckDB settings.
+- ``threads``, ``memory_limit``: DuckDB settings. ``threads`` defaults to the
+  CPUs this process may run on (DuckDB's own default counts the host's cores,
+  which oversubscribes a container or a process pinned to fewer).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -65,10 +68,16 @@ class DuckDBSource:
 
 
 def _configure(connection: duckdb.DuckDBPyConnection, options: Mapping[str, Any]) -> None:
-    if "threads" in options:
-        connection.execute(f"SET threads = {int(options['threads'])}")
+    threads = int(options["threads"]) if "threads" in options else _usable_cpus()
+    connection.execute(f"SET threads = {threads}")
     if "memory_limit" in options:
         connection.execute(f"SET memory_limit = {_quote(str(options['memory_limit']))}")
+
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):  # Linux: honours taskset/cpusets
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _attach_files(connection: duckdb.DuckDBPyConnection, directory: Path, config: DataSourceConfig) -> None:
