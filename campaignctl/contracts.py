@@ -76,3 +76,15 @@ ChannelFactory = Callable[[Channel, Path], ChannelSender]
 # The StateStore protocol lives with the state it keeps, in campaignctl.state;
 # a factory receives the project's state_store settings and the project directory.
 StateStoreFactory = Callable[[PluginConfig, Path], Any]
+
+
+def unknown_options(options: Mapping[str, Any], known: Sequence[str], what: str) -> str | None:
+    """The message a plugin factory raises for options it does not know (a typo
+    must not be silently ignored), or None when every option is known."""
+    import difflib
+
+    unknown = sorted(set(options) - set(known))
+    if not unknown:
+        return None
+    hints = [f"{name!r} (did you mean {match[0]!r}?)" if (match := difflib.get_close_matches(name, known, n=1)) else repr(name) for name in unknown]
+    return f"{what}: unknown option(s) {', '.join(hints)}; known: {', '.join(known)}"

@@ -850,37 +850,6 @@ def _draw_returns(world: _World, rng: np.random.Generator, purchases: _Purchases
     )
 
 
-def _draw_returns(world: _World, rng: np.random.Generator, purchases: _Purchases,
-                  lines: _Lines, money: _Money) -> _Returns:
-    """Returns of some completed purchases: the first few lines come back within two weeks.
-
-    A return has negative quantities and a negative total; its discount is the
-    returned share of the original discount, negated, so that
-    total = sum(qty * price) - discount holds for returns too.
-    """
-    orders = len(purchases.customer)
-    return_rate = np.array([0.03, 0.07, 0.06])[purchases.channel]
-    returned_ts = purchases.ts_s + rng.integers(2 * 3600, 14 * DAY, orders)
-    purchase = np.flatnonzero((purchases.status == COMPLETED) & (rng.random(orders) < return_rate)
-                              & (returned_ts < world.as_of_s))
-    lines_per_order = np.bincount(lines.order, minlength=orders)
-    first_line = np.cumsum(lines_per_order) - lines_per_order
-    returned_lines = 1 + (rng.random(len(purchase)) * lines_per_order[purchase]).astype(np.int64)
-    line = np.repeat(first_line[purchase], returned_lines) + _rank_in_group(returned_lines)
-    line_return = _group_of_rows(returned_lines)
-
-    amount = lines.qty[line] * world.products.price[lines.product[line]]
-    returned_gross = np.bincount(line_return, weights=amount, minlength=len(purchase))
-    discount = -np.round(money.discount[purchase] * returned_gross / money.gross[purchase], 2) + 0.0
-    return _Returns(
-        purchase=purchase,
-        ts_s=returned_ts[purchase],
-        discount=discount,  # the + 0.0 above turns -0.0 into 0.0
-        total=np.round(-returned_gross - discount, 2),
-        lines=_Lines(line_return, lines.product[line], -lines.qty[line]),
-    )
-
-
 def _sorted_orders(world: _World, profiles: _Profiles, purchases: _Purchases, lines: _Lines,
                    money: _Money, returns: _Returns, tier: np.ndarray) -> _Orders:
     """Purchases and returns together, ordered by (customer, ts), numbered per customer."""

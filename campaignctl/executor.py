@@ -24,6 +24,7 @@ from .facts import CONTACT_FOR_KIND, load_customer_facts
 from .model import Project
 from .planner import Plan, SentMessage, SnapshotEnrollment, StateSnapshot, campaign_versions, plan
 from .planner.plan import EnrollmentAction, MessageAction
+from .planner.snapshot import plain
 from .segments import evaluate_segments
 from .state import CampaignVersion, Enrollment, MessageResult, MessageStatus, NewMessage, StateStore, locked
 from .templates import Links, MessageRenderer, RenderError
@@ -193,7 +194,7 @@ def _carry_out(project: Project, the_plan: Plan, store: StateStore, source: Data
     status = "failed"
     try:
         store.record_campaign_versions([
-            CampaignVersion(c.name, c.new_version, _plain(c.definition or {}), the_plan.now)
+            CampaignVersion(c.name, c.new_version, plain(c.definition or {}), the_plan.now)
             for c in the_plan.campaign_changes
             if c.new_version and c.action in ("create", "change")
         ])
@@ -221,15 +222,6 @@ def _carry_out(project: Project, the_plan: Plan, store: StateStore, source: Data
         return result
     finally:
         store.finish_run(run, status, {"messages": len(the_plan.messages)})
-
-
-def _plain(value: Any) -> Any:
-    """Read-only mappings and tuples as JSON-ready dicts and lists."""
-    if isinstance(value, Mapping):
-        return {str(key): _plain(child) for key, child in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(child) for child in value]
-    return value
 
 
 def _ledger_row(m: MessageAction) -> NewMessage:

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from campaignctl.contracts import unknown_options
 from campaignctl.hookspecs import hookimpl
 from campaignctl.state import (
     LOCK_NAME,
@@ -420,15 +421,14 @@ def _without_password(message: str, dsn: str) -> str:
     return message.replace(password, "***").strip() if password else message.strip()
 
 
-_OPTIONS = {"dsn", "schema"}
+_OPTIONS = ("dsn", "schema")
 
 
 def create_store(config, project_root: Path) -> PostgresStateStore:
     """The factory registered as ``pgstate``: options ``dsn`` (required) and ``schema``."""
     options = dict(config.options)
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise StateError(f"pgstate state store: unknown option(s) {', '.join(unknown)}; known: dsn, schema")
+    if problem := unknown_options(options, _OPTIONS, "pgstate state store"):
+        raise StateError(problem)
     dsn = str(options.get("dsn") or "")
     if not dsn.strip():
         raise StateError("pgstate state store: option 'dsn' is required (a libpq connection string or URL)")

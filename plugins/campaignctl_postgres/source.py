@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from campaignctl.contracts import unknown_options
+
 __version__ = "0.1.0"
 
 FETCH_ROWS = 50_000  # rows per round trip from the server-side cursor
@@ -298,15 +300,14 @@ class PostgresSource:
         self._conn.close()
 
 
-_OPTIONS = {"dsn", "schema"}
+_OPTIONS = ("dsn", "schema")
 
 
 def create_source(config, project_root: Path) -> PostgresSource:
     """The factory registered as ``postgres``: options ``dsn`` (required) and ``schema``."""
     options = dict(config.options)
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise PostgresSourceError(f"postgres data source: unknown option(s) {', '.join(unknown)}; known: dsn, schema")
+    if problem := unknown_options(options, _OPTIONS, "postgres data source"):
+        raise PostgresSourceError(problem)
     return PostgresSource(str(options.get("dsn") or ""), schema=str(options.get("schema") or "public"))
 
 

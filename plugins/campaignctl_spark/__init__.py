@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from campaignctl.contracts import unknown_options
 from campaignctl.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # Spark hands back Arrow; importing it early would slow every command
@@ -166,15 +167,14 @@ def _referenced_tables(sql: str) -> set[str]:
         return {"*"}
 
 
-_OPTIONS = {"path", "master", "conf"}
+_OPTIONS = ("path", "master", "conf")
 
 
 def create_source(config, project_root: Path) -> SparkSource:
     """The factory registered as ``spark``."""
     options: dict[str, Any] = dict(config.options)
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise SparkSourceError(f"spark data source: unknown option(s) {', '.join(unknown)}; known: path, master, conf")
+    if problem := unknown_options(options, _OPTIONS, "spark data source"):
+        raise SparkSourceError(problem)
     if not options.get("path"):
         raise SparkSourceError("spark data source: option 'path' (the data directory) is required")
     conf = options.get("conf") or {}

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from campaignctl.contracts import unknown_options
 from campaignctl.hookspecs import hookimpl
 from campaignctl.state import (
     LOCK_NAME,
@@ -401,15 +402,14 @@ def _message(row: tuple) -> Message:
     )
 
 
-_OPTIONS = {"path"}
+_OPTIONS = ("path",)
 
 
 def create_store(config, project_root: Path) -> SqliteStateStore:
     """The factory registered as ``sqlite``: option ``path`` (relative to the project)."""
     options = dict(config.options) if config is not None else {}
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise StateError(f"sqlite state store: unknown option(s) {', '.join(unknown)}; known: path")
+    if problem := unknown_options(options, _OPTIONS, "sqlite state store"):
+        raise StateError(problem)
     path = Path(options.get("path") or DEFAULT_PATH)
     return SqliteStateStore(path if path.is_absolute() else Path(project_root) / path)
 
