@@ -71,6 +71,12 @@ def test_renamed_tables_and_columns_satisfy_the_contract(tmp_path):
     assert check_source(config, DuckDBSource.from_config(config, tmp_path)) == []
 
 
-def test_registered_through_the_entry_point():
+def test_registered_through_the_entry_point(tmp_path):
     plugins.reset()
-    assert plugins.registry().data_sources["duckdb"] == DuckDBSource.from_config
+    source = plugins.registry().data_sources["duckdb"](DataSourceConfig("duckdb", {"path": "."}, WHERE), tmp_path)
+    try:
+        assert isinstance(source, DuckDBSource)
+        # A timestamp without a zone means UTC whatever the machine's zone, as on PostgreSQL and Spark.
+        assert source.query("SELECT current_setting('TimeZone') AS zone").column("zone").to_pylist() == ["UTC"]
+    finally:
+        source.close()

@@ -6,8 +6,9 @@ The query has four layers, each a CTE:
    needs, computed in ONE pass per source table (orders, order_lines joined to
    orders, events) as ``agg(...) FILTER (WHERE ...)`` grouped by customer;
 2. ``customer_facts``: customers LEFT JOIN those aggregates (count and sum of
-   nothing are 0), plus per-customer lookups (favourite category, main store,
-   latest consents, price drops in the cart);
+   nothing are 0), plus per-customer lookups (favourite category, main store:
+   best candidate per customer by ARG_MIN/ARG_MAX, no window on DuckDB and
+   Spark; latest consents: one GROUP BY; price drops in the cart);
 3. ``<feature>_edges``: population statistics, one row each (quantile edges
    with continuous interpolation, IQR fences), so scores depend on values only;
 4. ``customer_features``: facts plus feature columns;
@@ -16,7 +17,11 @@ and the final SELECT adds one non-null boolean per segment (a comparison with
 NULL is false; segment references are inlined).
 
 Every time boundary is computed from ``now`` in Python and rendered as a
-literal, so the query is a pure function of the project and ``now``.
+literal, so the query is a pure function of the project and ``now``. Calendar
+days (days since, weekday, distinct days) are the project time zone's, by
+UTC-offset arithmetic that gives the same integers on every dialect whatever
+the session time zone (``QueryBuilder.local_day``). docs/segments.md has the
+whole story.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ..diagnostics import Diagnostic, ProjectError
 from ..model import Project
 from .conditions import (
     WEEKDAYS,
+    ZERO_WHEN_EMPTY,
     Abandoned,
     Aggregate,
     AggregateCompare,
@@ -48,7 +54,6 @@ from .conditions import (
     Problems,
     Sample,
     SegmentRef,
-    ZERO_WHEN_EMPTY,
     period_spec,
     walk,
 )
@@ -865,7 +870,7 @@ class AggregateSQL:
     def predicate(self, aggregate: Aggregate, ts: exp.Expression, line_flags: dict[tuple[str, tuple], str]) -> exp.Expression | None:
         b = self.builder
         checks: list[exp.Expression] = []
-        weekdays: list[exp.Expression] = []  # last: engines that short-circuit AND skip the date arithmetic for most rows
+        weekdays: list[exp.Expression] = []  # checked last, see below
         for name, value in aggregate.filters:
             if name == "period":
                 if value.start:
@@ -878,8 +883,11 @@ class AggregateSQL:
                 checks.append(exp.EQ(this=exp.column(line_flags[(name, value)], table="f"), expression=literal(1)))
             else:
                 checks.append(is_in(self.filter_column(aggregate.table, name), value))
-        checks += weekdays
-        return exp.and_(*checks) if checks else None
+        if weekdays and checks:
+            # Engines evaluate every conjunct of a FILTER for every row; behind a CASE
+            # the date arithmetic runs only for the rows the cheap checks let through.
+            return case([(exp.and_(*checks), exp.and_(*weekdays))], exp.false())
+        return exp.and_(*(checks + weekdays)) if checks or weekdays else None
 
     def filter_column(self, table: str, name: str) -> exp.Expression:
         b = self.builder

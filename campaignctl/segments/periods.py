@@ -9,10 +9,10 @@ instants.
 from __future__ import annotations
 
 import calendar
-from functools import lru_cache
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 _DURATION = re.compile(r"^(\d+)([mhdwy])$")
