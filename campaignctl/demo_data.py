@@ -851,61 +851,6 @@ def _draw_returns(world: _World, rng: np.random.Generator, purchases: _Purchases
 
 
 def _sorted_orders(world: _World, profiles: _Profiles, purchases: _Purchases, lines: _Lines,
-                   money: _Money, returns: _Returns, tier: np.ndarray) -> _Orders:
-    """Purchases and returns together, ordered by (customer, ts), numbered per customer."""
-    customer = np.concatenate([purchases.customer, purchases.customer[returns.purchase]])
-    ts_s = np.concatenate([purchases.ts_s, returns.ts_s])
-    order_sort = _sorted_order(customer, ts_s)
-    position = np.empty_like(order_sort)
-    position[order_sort] = np.arange(len(order_sort))
-
-    def in_order(purchase_values: np.ndarray, return_values: np.ndarray) -> np.ndarray:
-        return np.concatenate([purchase_values, return_values])[order_sort]
-
-    def inherited(purchase_values: np.ndarray) -> np.ndarray:
-        return in_order(purchase_values, purchase_values[returns.purchase])
-
-    customer, ts_s = customer[order_sort], ts_s[order_sort]
-    per_customer = np.bincount(customer, minlength=len(profiles.customer_id))
-    order_id = profiles.customer_id[customer] * ORDER_ID_STRIDE + _rank_in_group(per_customer)
-    channel, store = inherited(purchases.channel), inherited(purchases.store)
-    status = in_order(purchases.status, np.full(len(returns.purchase), RETURNED))
-    no_money = np.zeros(len(returns.purchase))
-
-    line_order = position[np.concatenate([lines.order, len(purchases.customer) + returns.lines.order])]
-    line_sort = np.argsort(line_order, kind="stable")
-    line_order = line_order[line_sort]
-    line_product = np.concatenate([lines.product, returns.lines.product])[line_sort]
-    line_qty = np.concatenate([lines.qty, returns.lines.qty])[line_sort]
-    lines_per_order = np.bincount(line_order, minlength=len(order_id))
-    first_line = np.cumsum(lines_per_order) - lines_per_order
-
-    table = pa.table({
-        "order_id": order_id,
-        "customer_id": profiles.customer_id[customer],
-        "ts": _timestamps(ts_s),
-        "channel": _strings(CHANNELS, channel),
-        "store_id": _nullable_ids(store + 1, store >= 0),
-        "total": in_order(money.total, returns.total),
-        "discount": in_order(money.discount, returns.discount),
-        "bonus_spent": in_order(money.bonus_spent, no_money),
-        "items": np.bincount(line_order, weights=line_qty, minlength=len(order_id)).astype(np.int64),
-        "status": _strings(STATUSES, status),
-        "promo_code": _strings([promo[0] for promo in PROMO_CODES],
-                               in_order(money.promo, np.full(len(returns.purchase), -1))),
-    }, schema=SCHEMAS["orders"])
-    lines_table = pa.table({
-        "order_id": order_id[line_order],
-        "product_id": line_product + 1,
-        "category": _strings(CATEGORY_NAMES, world.products.category[line_product]),
-        "qty": line_qty,
-        "price": world.products.price[line_product],
-    }, schema=SCHEMAS["order_lines"])
-    return _Orders(table, lines_table, ts_s, channel, status, order_id,
-                   line_product[first_line], per_customer, tier)
-
-
-def _sorted_orders(world: _World, profiles: _Profiles, purchases: _Purchases, lines: _Lines,
                    money: _Money, returns: _Returns, tier: np.ndarray) -> tuple[_Orders, _Lines]:
     """Purchases and returns together, ordered by (customer, ts), numbered per customer."""
     customer = np.concatenate([purchases.customer, purchases.customer[returns.purchase]])
