@@ -193,17 +193,20 @@ def _carry_out(project: Project, the_plan: Plan, store: StateStore, source: Data
     run = store.begin_run({"now": the_plan.now.isoformat(), "messages": len(the_plan.messages)})
     status = "failed"
     try:
-        store.record_campaign_versions([
-            CampaignVersion(c.name, c.new_version, plain(c.definition or {}), the_plan.now)
-            for c in the_plan.campaign_changes
-            if c.new_version and c.action in ("create", "change")
-        ])
-        # Ledger rows first, enrollments second: a crash in between leaves
-        # reserved messages that the next run resumes, never a step marked done
-        # whose message nobody remembers.
-        store.reserve_messages([_ledger_row(m) for m in the_plan.messages])
-        store.upsert_enrollments([_state_enrollment(e) for e in the_plan.enrollments])
-        store.set_current_versions({c.name: c.new_version for c in the_plan.campaign_changes if c.action != "remove" and c.new_version})
+        # One transaction: the ledger rows and the enrollments that point at them
+        # are written together. Were enrollments written alone, a crash would
+        # leave steps marked done with no message; were the rows written alone,
+        # the next run (a later `now`, so new entry windows) would plan the same
+        # customers again under new keys.
+        with store.atomically():
+            store.record_campaign_versions([
+                CampaignVersion(c.name, c.new_version, plain(c.definition or {}), the_plan.now)
+                for c in the_plan.campaign_changes
+                if c.new_version and c.action in ("create", "change")
+            ])
+            store.reserve_messages([_ledger_row(m) for m in the_plan.messages])
+            store.upsert_enrollments([_state_enrollment(e) for e in the_plan.enrollments])
+            store.set_current_versions({c.name: c.new_version for c in the_plan.campaign_changes if c.action != "remove" and c.new_version})
         pending = _pending_from_earlier_runs(store, the_plan)
         say(f"rendering {len(the_plan.messages) + len(pending):,} messages")
         due, failures = _render(project, source, list(the_plan.messages) + pending, the_plan.now)

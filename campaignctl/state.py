@@ -213,6 +213,9 @@ class StateStore(Protocol):
     def enrollments(self, campaign: str | None = None, status: str | None = None) -> list[Enrollment]:
         """Enrollments of one campaign (every campaign when None), optionally of one status."""
 
+    def atomically(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which the writes made are committed together or not at all."""
+
     def set_current_versions(self, versions: Mapping[str, str]) -> None:
         """Replace the record of applied campaigns: campaign -> version. A campaign
         left out is gone from the project."""

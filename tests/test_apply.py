@@ -202,3 +202,28 @@ def test_apply_killed_at_random_points_sends_every_planned_message_exactly_once(
     assert len(keys) == len(set(keys)), "a message was sent twice"
     assert sorted(keys) == expected
     assert sorted(k for k, status in ledger(project_dir).items() if status == "sent") == expected
+
+
+def test_apply_killed_while_the_scheduler_clock_moves_never_messages_a_customer_twice(project_dir):
+    """As under a real scheduler, each rerun has a later `now` (so new entry
+    windows and keys): a run killed after writing state must not lead the next
+    one to plan the same step for the same customer again."""
+    import random
+    import signal
+    import time
+
+    rng = random.Random(99)
+    for tick in range(5):
+        now = (NOW + timedelta(minutes=5 * tick)).isoformat()
+        args = [sys.executable, "-m", "campaignctl", "-C", str(project_dir), "apply", "--now", now, "--lock-timeout", "30"]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 4.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    final = run_cli(project_dir, "apply", "--now", (NOW + timedelta(minutes=30)).isoformat(), "--lock-timeout", "30")
+    assert final.returncode == 0, final.stdout + final.stderr
+    sent = outbox(project_dir)
+    assert len({m["key"] for m in sent}) == len(sent), "a message was sent twice"
+    per_step = Counter((m["campaign"], m["customer_id"], m["key"].split("/")[3]) for m in sent)
+    assert max(per_step.values()) == 1, [k for k, n in per_step.items() if n > 1][:5]
+    assert sorted(k for k, status in ledger(project_dir).items() if status == "sent") == sorted(m["key"] for m in sent)

@@ -271,6 +271,20 @@ def test_what_the_planner_reads_from_the_ledger(store):
     assert store.spend() == pytest.approx({"spring": 0.30})
 
 
+def test_writes_inside_atomically_commit_together_or_not_at_all(store):
+    enrollment = Enrollment("spring", "1", "v1", "treatment", None, 1, "active", None, T0, None, last_message_key=new_message(1).key)
+    with pytest.raises(RuntimeError):
+        with store.atomically():
+            store.reserve_messages([new_message(1)])
+            store.upsert_enrollments([enrollment])
+            raise RuntimeError("killed between the two writes")
+    assert store.message_keys() == [] and store.enrollments() == []
+    with store.atomically():
+        store.reserve_messages([new_message(1)])
+        store.upsert_enrollments([enrollment])
+    assert store.message_keys() == [new_message(1).key] and [e.customer_id for e in store.enrollments()] == ["1"]
+
+
 def test_outcomes_may_be_replayed(store):
     key = new_message(1).key
     store.reserve_messages([new_message(1)])

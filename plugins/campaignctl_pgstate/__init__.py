@@ -91,6 +91,9 @@ class PostgresStateStore:
         return self._clock()
 
     def _write(self):
+        return self._conn.transaction()  # nested inside atomically(): a savepoint of its transaction
+
+    def atomically(self):
         return self._conn.transaction()
 
     # ------------------------------------------------------------------ migrations

@@ -66,6 +66,7 @@ class SqliteStateStore:
         self.path = Path(path)
         self._clock = clock
         self._holds_lock = False
+        self._in_transaction = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # isolation_level=None: no implicit transactions; every write below
@@ -93,14 +94,27 @@ class SqliteStateStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction. IMMEDIATE takes the write lock at BEGIN, so two
-        writers queue (busy timeout) instead of one failing at its first write."""
+        writers queue (busy timeout) instead of one failing at its first write.
+        Inside ``atomically()`` it joins the transaction already open."""
+        if self._in_transaction:
+            yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
+        self._in_transaction = True
         try:
             yield self._db
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._in_transaction = False
+
+    @contextmanager
+    def atomically(self) -> Iterator[None]:
+        with self._write():
+            yield
 
     def _now(self) -> str:
         return self._clock().isoformat()
