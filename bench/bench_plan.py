@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 12, 1, 7, 30, tzinfo=timezone.utc)
 
 
-def timed(action):
+def timed(function, *args, **kwargs):
     start = time.perf_counter()
-    result = action()
+    result = function(*args, **kwargs)
     return time.perf_counter() - start, result
 
 
@@ -56,12 +56,12 @@ def main() -> None:
         segments_only, planning, parts = [], [], []
         try:
             for _ in range(args.runs):
-                seconds, _ = timed(lambda: evaluate_segments(project, source, names, now=NOW))
+                seconds, _ = timed(evaluate_segments, project, source, names, now=NOW)
                 segments_only.append(seconds)
-                t_segments, audiences = timed(lambda: evaluate_segments(project, source, names, now=NOW))
+                t_segments, audiences = timed(evaluate_segments, project, source, names, now=NOW)
                 ids = sorted({int(i) for members in audiences.members.values() for i in members})
-                t_facts, facts = timed(lambda: load_customer_facts(project, source, ids, NOW))
-                t_plan, _ = timed(lambda: plan(project, audiences, StateSnapshot(), NOW, facts))
+                t_facts, facts = timed(load_customer_facts, project, source, ids, NOW)
+                t_plan, _ = timed(plan, project, audiences, StateSnapshot(), NOW, facts)
                 planning.append(t_segments + t_facts + t_plan)
                 parts.append({"segments": t_segments, "facts": t_facts, "planner": t_plan})
         finally:

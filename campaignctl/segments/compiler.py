@@ -120,27 +120,27 @@ def parse_project(project: Project) -> ParsedProject:
 
 
 def _cycles(project: Project, segments: Mapping[str, Node]) -> list[Diagnostic]:
-    diagnostics = []
+    """The first cycle among segment references, if any: validation reports every
+    cycle, located; here one keeps compile from recursing forever."""
+    diagnostics: list[Diagnostic] = []
     for start in segments:
-        path = [start]
-
-        def visit(name: str) -> bool:
-            for node in walk(segments.get(name)) if name in segments else ():
-                if isinstance(node, SegmentRef):
-                    if node.name == start:
-                        Problems(project.segments[name].spec, f"segments.{name}", diagnostics).add(
-                            node.path, f"segments refer to each other in a cycle: {' -> '.join(path + [start])}", "a segment cannot include itself")
-                        return True
-                    if node.name not in path:
-                        path.append(node.name)
-                        if visit(node.name):
-                            return True
-                        path.pop()
-            return False
-
-        if visit(start):
-            break  # validation reports every cycle; here one keeps compile from recursing forever
+        if _closes_cycle(project, segments, [start], diagnostics):
+            break
     return diagnostics
+
+
+def _closes_cycle(project: Project, segments: Mapping[str, Node], path: list[str], diagnostics: list[Diagnostic]) -> bool:
+    name = path[-1]
+    for node in walk(segments[name]) if name in segments else ():
+        if not isinstance(node, SegmentRef):
+            continue
+        if node.name == path[0]:
+            Problems(project.segments[name].spec, f"segments.{name}", diagnostics).add(
+                node.path, f"segments refer to each other in a cycle: {' -> '.join(path + [path[0]])}", "a segment cannot include itself")
+            return True
+        if node.name not in path and _closes_cycle(project, segments, path + [node.name], diagnostics):
+            return True
+    return False
 
 
 def check_segments(project: Project) -> list[Diagnostic]:
