@@ -328,3 +328,27 @@ def test_force_unlock_frees_the_lock_and_says_who_held_it(open_store):
     assert second.lock_holder().owner == "next apply"
     second.release_lock()
     assert second.force_unlock() is None
+
+
+def _open_and_close(path: Path, barrier) -> None:
+    from campaignctl_sqlite import SqliteStateStore
+
+    barrier.wait()
+    SqliteStateStore(path).close()
+
+
+def test_several_processes_opening_a_new_sqlite_state_at_once_all_succeed(tmp_path):
+    """Two schedulers starting on a fresh project: switching the new file to WAL
+    once made one of them fail with "database is locked"."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for attempt in range(15):
+        barrier = context.Barrier(3)
+        path = tmp_path / f"state-{attempt}.db"
+        processes = [context.Process(target=_open_and_close, args=(path, barrier)) for _ in range(3)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=60)
+        assert [process.exitcode for process in processes] == [0, 0, 0]

@@ -81,7 +81,7 @@ class SqliteStateStore:
         return f"SqliteStateStore({str(self.path)!r})"
 
     def _configure(self) -> None:
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._enable_wal()
         # In WAL mode synchronous=NORMAL fsyncs only at checkpoints: a commit is
         # in the WAL file, in the OS page cache, when it returns, so it survives
         # the process being killed (SIGKILL, OOM), just not a power cut or kernel
@@ -90,6 +90,20 @@ class SqliteStateStore:
         # own (see mark_sending); everything else may be redone after a power cut.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
+
+    def _enable_wal(self) -> None:
+        # Switching a new database to WAL needs it to itself, and SQLite does not
+        # wait for that (no busy handler here): two applies starting on a fresh
+        # state file would have one fail. Retry until the busy timeout instead.
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
