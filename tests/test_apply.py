@@ -227,3 +227,31 @@ def test_apply_killed_while_the_scheduler_clock_moves_never_messages_a_customer_
     per_step = Counter((m["campaign"], m["customer_id"], m["key"].split("/")[3]) for m in sent)
     assert max(per_step.values()) == 1, [k for k, n in per_step.items() if n > 1][:5]
     assert sorted(k for k, status in ledger(project_dir).items() if status == "sent") == sorted(m["key"] for m in sent)
+
+
+def test_reported_outcomes_are_recorded_and_an_unsubscribe_holds_back_later_messages(project_dir, tmp_path):
+    project = load_project(project_dir)
+    apply(project, NOW)
+    later = NOW + timedelta(days=2)
+    emailed_now = {m["customer_id"]: m["key"] for m in outbox(project_dir) if m["channel"] == "email"}
+    planned_later = {str(m.customer_id) for m in make_plan(project, later).messages if m.channel == "email"}
+    customer = sorted(set(emailed_now) & planned_later)[0]  # e-mailed today and due another e-mail in two days
+
+    report = tmp_path / "esp-export.jsonl"
+    rows = [
+        {"key": emailed_now[customer], "type": "unsubscribed", "at": (NOW + timedelta(hours=1)).isoformat(), "payload": {"via": "list-unsubscribe"}},
+        {"key": "no/such/message/0/x", "type": "opened", "at": NOW.isoformat()},
+        {"key": emailed_now[customer], "type": "teleported", "at": NOW.isoformat()},
+    ]
+    report.write_text("".join(json.dumps(row) + "\n" for row in rows) + "{broken\n")
+    done = run_cli(project_dir, "outcomes", str(report), "--format", "json")
+    result = json.loads(done.stdout)
+    assert done.returncode == 1  # invalid rows and unknown keys are reported, the valid one is kept
+    assert result["recorded"] == 1 and result["unknown_keys"] == ["no/such/message/0/x"]
+    assert [row["line"] for row in result["invalid"]] == [3, 4]
+    again = json.loads(run_cli(project_dir, "outcomes", str(report), "--format", "json").stdout)
+    assert again["recorded"] == 0 and again["repeated"] == 1  # a replayed export changes nothing
+
+    after = make_plan(load_project(project_dir), later)
+    assert customer not in {str(m.customer_id) for m in after.messages if m.channel == "email"}
+    assert any(h.rule == "unsubscribed" for h in after.held_back)

@@ -52,12 +52,12 @@ def cli(project: str) -> None:
 def _add_builtin_commands() -> None:
     from .data import data_group
     from .demo import demo_data_command
-    from .plan_commands import apply_command, force_unlock_command, plan_command
+    from .plan_commands import apply_command, force_unlock_command, outcomes_command, plan_command
     from .project_commands import init_command, plugins_command, schema_group, validate_command
     from .segment import segment_group
 
     for command in (init_command, validate_command, plugins_command, schema_group, demo_data_command, segment_group, data_group,
-                    plan_command, apply_command, force_unlock_command):
+                    plan_command, apply_command, force_unlock_command, outcomes_command):
         cli.add_command(command)
 
 

@@ -135,3 +135,33 @@ def force_unlock_command(ctx: click.Context, yes: bool) -> None:
         console().print(f"[green]✓[/] released the lock held by {holder.describe()}.")
     finally:
         store.close()
+
+
+@click.command("outcomes")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def outcomes_command(ctx: click.Context, file: Path, output_format: str) -> None:
+    """Record outcomes a provider reported (JSON lines or CSV: key, type, at,
+    payload): delivered, opened, clicked, converted, unsubscribed, bounced.
+    Exit 1 when a row is invalid or names no sent message."""
+    from ..connect import open_state_store
+    from ..outcomes import import_outcomes, read_outcomes
+
+    project = load_project_or_exit(ctx)
+    store = _guarded(lambda: open_state_store(project))
+    try:
+        result = import_outcomes(store, read_outcomes(file))
+    finally:
+        store.close()
+    if output_format == "json":
+        emit_json(result.to_dict())
+    else:
+        out = console()
+        for line, error in result.invalid:
+            out.print(f"[red]error[/]: {file}:{line}: {error}")
+        for key in result.unknown_keys[:20]:
+            out.print(f"[yellow]unknown message[/]: {key}")
+        out.print(f"{result.recorded:,} outcomes recorded, {result.repeated:,} already known, "
+                  f"{len(result.unknown_keys):,} unknown messages, {len(result.invalid):,} invalid rows.")
+    sys.exit(1 if result.invalid or result.unknown_keys else 0)
