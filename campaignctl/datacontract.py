@@ -30,6 +30,14 @@ def _table(*columns: LogicalColumn) -> Mapping[str, LogicalColumn]:
 
 C = LogicalColumn
 
+# The values the contract allows in its coded columns (docs/format.md).
+ORDER_CHANNELS = ("online", "offline", "app")
+ORDER_STATUSES = ("completed", "returned", "cancelled")
+CONSENT_CHANNELS = ("email", "sms", "push", "web_push", "whatsapp", "telegram")
+CONSENT_STATUSES = ("granted", "revoked")
+EVENT_TYPES = ("product_viewed", "category_viewed", "cart_updated", "price_dropped", "site_visit", "app_opened", "order_placed")
+LOYALTY_TIERS = ("basic", "silver", "gold")
+
 # Optional columns are ones no built-in condition or feature reads; the rest
 # are required so that a source that validates can run every segment.
 CONTRACT: Mapping[str, Mapping[str, LogicalColumn]] = MappingProxyType(
@@ -124,8 +132,13 @@ def check_source(config: DataSourceConfig, source: DataSource) -> list[Diagnosti
     return diagnostics
 
 
+def _named(kind: str, physical: str, logical: str) -> str:
+    """"table 'sales' (logical table 'orders')", or just "table 'orders'"."""
+    return f"{kind} {physical!r}" if physical == logical else f"{kind} {physical!r} (logical {kind} {logical!r})"
+
+
 def _missing_table(config: DataSourceConfig, table: str, physical: str) -> Diagnostic:
-    shown = f"table {physical!r}" if physical == table else f"table {physical!r} (logical table {table!r})"
+    shown = _named("table", physical, table)
     return Diagnostic(
         config.location,
         "data_source",
@@ -135,8 +148,8 @@ def _missing_table(config: DataSourceConfig, table: str, physical: str) -> Diagn
 
 
 def _missing_column(config: DataSourceConfig, table: str, physical_table: str, column: str, physical: str, present: list[str]) -> Diagnostic:
-    shown = f"column {physical!r}" if physical == column else f"column {physical!r} (logical column {column!r})"
-    where = f"table {physical_table!r}" if physical_table == table else f"table {physical_table!r} (logical table {table!r})"
+    shown = _named("column", physical, column)
+    where = _named("table", physical_table, table)
     return Diagnostic(
         config.location,
         "data_source",

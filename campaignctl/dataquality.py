@@ -24,18 +24,13 @@ import sqlglot
 from sqlglot import exp
 
 from .contracts import DataSource
+from .datacontract import CONSENT_CHANNELS, CONSENT_STATUSES, EVENT_TYPES, LOYALTY_TIERS, ORDER_CHANNELS, ORDER_STATUSES
 from .model import Project
 
 ERROR = "error"
 WARNING = "warning"
 
 # Allowed values of the contract's enumerated columns (docs/format.md).
-ORDER_CHANNELS = ("online", "offline", "app")
-ORDER_STATUSES = ("completed", "returned", "cancelled")
-CONSENT_CHANNELS = ("email", "sms", "push", "web_push", "whatsapp", "telegram")
-CONSENT_STATUSES = ("granted", "revoked")
-EVENT_TYPES = ("product_viewed", "category_viewed", "cart_updated", "price_dropped", "site_visit", "app_opened", "order_placed")
-LOYALTY_TIERS = ("basic", "silver", "gold")
 
 # The neutral dialect the checks are written in; sqlglot reads it and writes the source's.
 _NEUTRAL = "duckdb"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 import pyarrow
 from sqlglot import exp
 
+from .datacontract import CONSENT_CHANNELS
 from .model import Project
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 UTC = timezone.utc
 
 CONTACT_COLUMNS = ("email", "phone", "push_token", "web_push_endpoint")
-CONSENT_KINDS = ("email", "sms", "push", "web_push", "whatsapp", "telegram")
+CONSENT_KINDS = CONSENT_CHANNELS
 # The contact a channel kind delivers to; web_layer needs none (shown on the site).
 CONTACT_FOR_KIND: Mapping[str, str] = {
     "email": "email",

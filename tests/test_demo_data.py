@@ -365,3 +365,13 @@ def test_cli_rejects_a_timestamp_it_cannot_read(tmp_path):
     result = CliRunner().invoke(demo_data_command, ["--as-of", "yesterday", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "not an ISO timestamp" in result.output
+
+
+def test_the_demo_speaks_the_data_contract_vocabulary():
+    from campaignctl import datacontract, demo_data
+
+    assert set(demo_data.CHANNELS) == set(datacontract.ORDER_CHANNELS)
+    assert set(demo_data.STATUSES) == set(datacontract.ORDER_STATUSES)
+    assert set(demo_data.TIERS) == set(datacontract.LOYALTY_TIERS)
+    assert set(demo_data.CONSENT_CHANNELS) == set(datacontract.CONSENT_CHANNELS)
+    assert set(demo_data.EVENT_TYPES) == set(datacontract.EVENT_TYPES)
