@@ -11,25 +11,10 @@
 set -euo pipefail
 
 PG_BIN="${CAMPAIGNCTL_PG_BIN:-/usr/lib/postgresql/15/bin}"
-APT_UPDATED=""
+# shellcheck source=.ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # apt_install
 
 say() { echo "services: $*"; }
-
-apt_install() {
-  if ! command -v apt-get >/dev/null; then
-    say "cannot install $* here (no apt-get); install it by hand" >&2
-    exit 1
-  fi
-  if [ "$(id -u)" -ne 0 ]; then
-    say "installing $* needs root" >&2
-    exit 1
-  fi
-  if [ -z "$APT_UPDATED" ]; then
-    apt-get update -qq
-    APT_UPDATED=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
-}
 
 postgres_binaries() {
   if [ -x "$PG_BIN/pg_ctl" ] && [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/postgres" ]; then

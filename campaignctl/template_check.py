@@ -1,0 +1,192 @@
+"""Plan-time template check: every template the plan would send is checked
+against the fields the data source really has and rendered for a sample of its
+recipients, so a missing field fails the plan, not the send.
+
+Three checks per template, each a plan violation naming the template file:
+- ``customer.X`` (or ``customer["X"]``) where the customers table has no X,
+  found in the template's syntax tree, whichever branch a sample takes;
+- rendering for up to ``SAMPLE_SIZE`` recipients, chosen by their message keys'
+  hash (deterministic, spread over the audience): the first RenderError;
+- the rendered AMP part against the AMP for Email rules (campaignctl.amp).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import replace
+from datetime import datetime
+from typing import Iterable, Mapping, Sequence
+
+from jinja2 import nodes
+
+from .contracts import DataSource
+from .model import Project
+from .planner.plan import MessageAction, Plan, Violation
+from .templates import MessageRenderer, RenderError, environment
+
+SAMPLE_SIZE = 20
+RULE = "template"
+
+
+def check_plan_templates(project: Project, source: DataSource, the_plan: Plan, *, sample_size: int = SAMPLE_SIZE) -> Plan:
+    """``the_plan`` with a violation for every template that fails for its sample."""
+    from .executor import load_last_orders, load_profiles  # executor calls this module: import on use
+
+    samples = {name: _sample(messages, sample_size) for name, messages in _by_template(the_plan.messages).items()}
+    if not samples:
+        return the_plan
+    recipients = sorted({m.customer_id for sample in samples.values() for m in sample})
+    profiles = load_profiles(project, source, recipients)
+    last_orders = load_last_orders(project, source, recipients, the_plan.now)
+    renderer = MessageRenderer(project)
+    violations = []
+    for name, sample in sorted(samples.items()):
+        violations += _check_template(project, renderer, name, sample, profiles, last_orders, the_plan)
+    if not violations:
+        return the_plan
+    ordered = sorted(the_plan.violations + tuple(violations), key=lambda v: (v.rule, v.campaign or "", v.message))
+    return replace(the_plan, violations=tuple(ordered))
+
+
+def audience_bodies(project: Project, source: DataSource, audiences, now: datetime, channel: str = "sms", *,
+                    sample_size: int = SAMPLE_SIZE) -> dict[str, list[str]]:
+    """template -> its ``body`` rendered for a sample of the audience of every
+    campaign whose steps may send it on a channel of kind ``channel``, with
+    the step's offer (each arm's): SMS parts are counted from these *before*
+    planning, so the plan prices every SMS, and chooses "cheapest", once."""
+    from .planner.cascades import Flow
+    from .planner.hashing import campaign_versions
+
+    kinds = {name: c.kind for name, c in project.channels.items()}
+    samples: dict[str, list[MessageAction]] = defaultdict(list)
+    for name, (version, definition) in sorted(campaign_versions(project).items()):
+        flow = Flow.from_definition(name, version, definition)
+        members = audiences.members.get(flow.audience)
+        if members is None or not len(members):
+            continue
+        stride = max(1, len(members) // sample_size)  # spread over the (sorted) audience, the same every run
+        customers = [int(c) for c in members[::stride][:sample_size]]
+        for step in flow.steps:
+            if step.channel == "cheapest":
+                templates = [t for kind, t in step.templates.items() if kind == channel]
+            else:
+                templates = [step.template] if kinds.get(step.channel) == channel and step.template else []
+            offers = sorted({flow.offer_for(step, arm.name) for arm in flow.arms} or {flow.offer_for(step, None)}, key=str)
+            for template in templates:
+                for offer in offers:
+                    samples[template] += [MessageAction(f"{name}/{version}/{c}/{step.index}/sample", name, version, c, step.index,
+                                                        channel, template, offer, 0.0, now) for c in customers]
+    return _render_bodies(project, source, {name: found[:sample_size * 4] for name, found in samples.items()}, now, channel)
+
+
+def _render_bodies(project: Project, source: DataSource, samples: Mapping[str, Sequence[MessageAction]], now: datetime,
+                   channel: str) -> dict[str, list[str]]:
+    """template -> the ``body`` of each sample message that renders (one that
+    does not is left out: check_plan_templates reports it)."""
+    from .executor import load_last_orders, load_profiles, message_context
+    from .issuing import sample_code
+
+    samples = {name: sample for name, sample in samples.items()
+               if name in project.templates and project.templates[name].channel == channel and sample}
+    if not samples:
+        return {}
+    recipients = sorted({m.customer_id for sample in samples.values() for m in sample})
+    profiles = load_profiles(project, source, recipients)
+    last_orders = load_last_orders(project, source, recipients, now)
+    renderer = MessageRenderer(project)
+    bodies: dict[str, list[str]] = defaultdict(list)
+    for name, sample in sorted(samples.items()):
+        for m in sample:
+            if m.customer_id not in profiles:
+                continue
+            try:
+                context = message_context(project, m, profiles[m.customer_id], now, last_orders.get(m.customer_id),
+                                          promo_code=sample_code(project, m.offer))
+                bodies[name].append(renderer.render(name, context).get("body", ""))
+            except RenderError:
+                continue
+    return {name: texts for name, texts in bodies.items() if texts}
+
+
+def _by_template(messages: Iterable[MessageAction]) -> dict[str, list[MessageAction]]:
+    found: dict[str, list[MessageAction]] = defaultdict(list)
+    for m in messages:
+        found[m.template].append(m)
+    return found
+
+
+def _sample(messages: Sequence[MessageAction], size: int) -> list[MessageAction]:
+    return sorted(messages, key=lambda m: hashlib.sha256(m.key.encode()).digest())[:size]
+
+
+def _check_template(
+    project: Project, renderer: MessageRenderer, name: str, sample: list[MessageAction], profiles: Mapping[int, dict],
+    last_orders: Mapping[int, dict], the_plan: Plan,
+) -> list[Violation]:
+    from .executor import message_context
+    from .issuing import sample_code
+
+    try:
+        parts = renderer.parts(name)
+    except RenderError as exc:
+        return [_violation(sample[0].campaign, exc)]
+    contexts = [
+        (m, message_context(project, m, profiles[m.customer_id], the_plan.now, last_orders.get(m.customer_id),
+                            promo_code=sample_code(project, m.offer)))
+        for m in sample if m.customer_id in profiles
+    ]
+    if not contexts:
+        return []  # none of the sample has a profile any more; apply reports each as undeliverable
+    known = set(contexts[0][1]["customer"])
+    for part in sorted(parts):
+        missing = sorted(customer_fields(renderer, name, part) - known)
+        if missing:
+            file = renderer.source_file(name, part)
+            return [Violation(RULE, sample[0].campaign, f"template {name!r} ({file}) uses customer.{missing[0]}, "
+                              f"which the customers table of the data source does not have"
+                              f" (it has: {', '.join(sorted(known))})")]
+    for m, context in contexts:
+        try:
+            rendered = renderer.render(name, context)
+        except RenderError as exc:
+            return [_violation(m.campaign, exc, m.customer_id)]
+        if "amp" in rendered:
+            problems = _amp_problems(renderer, name, rendered["amp"])
+            if problems:
+                return [Violation(RULE, m.campaign, f"template {name!r}: the AMP part rendered for customer {m.customer_id} "
+                                  f"breaks the AMP for Email rules: {problems}")]
+    return []
+
+
+def customer_fields(renderer: MessageRenderer, name: str, part: str) -> set[str]:
+    """The ``customer.X`` / ``customer["X"]`` names a part reads."""
+    source = _part_source(renderer, name, part)
+    if source is None:
+        return set()
+    tree = environment(False).parse(source)
+    fields = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node.node, nodes.Name) and node.node.name == "customer":
+            if isinstance(node, nodes.Getattr):
+                fields.add(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                fields.add(node.arg.value)
+    return fields
+
+
+def _part_source(renderer: MessageRenderer, name: str, part: str) -> str | None:
+    template = renderer.parts(name)[part]
+    return getattr(template, "campaignctl_source", None)
+
+
+def _amp_problems(renderer: MessageRenderer, name: str, amp: str) -> str:
+    from .amp import check_amp
+
+    found = check_amp(amp, renderer.source_file(name, "amp") or "amp")
+    return "; ".join(f"line {d.location.line}: {d.message}" for d in found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else "")
+
+
+def _violation(campaign: str, exc: RenderError, customer_id: int | None = None) -> Violation:
+    whom = f" for customer {customer_id}" if customer_id is not None else ""
+    return Violation(RULE, campaign, f"{exc}{whom} (fix the template, or the data, before apply sends it)")

@@ -1,0 +1,79 @@
+"""Plan-time template check: given the example project on a demo retailer,
+when a template uses a field the customers table does not have, the plan
+fails naming the template file and the field, and apply sends nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from campaignctl.demo_data import generate_demo_data
+from campaignctl.executor import make_plan
+from campaignctl.project import load_project
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = datetime(2026, 12, 1, 7, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("demo") / "data"
+    generate_demo_data(data, 1500, seed=11, as_of=NOW + timedelta(days=3))
+    return data
+
+
+@pytest.fixture
+def project_dir(tmp_path, demo_data) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "campaigns", root, ignore=shutil.ignore_patterns("data", "out", ".campaignctl", "out-plan.json"))
+    (root / "data").symlink_to(demo_data, target_is_directory=True)
+    return root
+
+
+def insert_into_offer_email(root: Path, jinja: str) -> None:
+    path = root / "templates/offer.mjml"
+    text = path.read_text()
+    assert "</mj-body>" in text
+    path.write_text(text.replace("</mj-body>", f"<mj-section><mj-column><mj-text>{jinja}</mj-text></mj-column></mj-section></mj-body>"))
+
+
+def template_violations(root: Path) -> list[str]:
+    return [v.message for v in make_plan(load_project(root), NOW).violations if v.rule == "template"]
+
+
+def test_the_example_templates_pass_for_the_sampled_customers(project_dir):
+    planned = make_plan(load_project(project_dir), NOW)
+    assert any(m.template == "offer_email" for m in planned.messages)
+    assert [v for v in planned.violations if v.rule == "template"] == []
+
+
+def test_a_missing_customer_field_fails_the_plan_and_nothing_is_sent(project_dir):
+    insert_into_offer_email(project_dir, "{{ customer.no_such_field }}")
+    env = {**os.environ, "NO_COLOR": "1"}
+    base = [sys.executable, "-m", "campaignctl", "-C", str(project_dir)]
+    planned = subprocess.run([*base, "plan", "--now", NOW.isoformat()], capture_output=True, text=True, env=env)
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    line = next(line for line in planned.stdout.splitlines() if "no_such_field" in line)
+    assert "templates/offer.mjml" in line and "offer_email" in line
+    applied = subprocess.run([*base, "apply", "--now", NOW.isoformat()], capture_output=True, text=True, env=env)
+    assert applied.returncode == 1 and "not applied" in applied.stdout
+    assert not (project_dir / "out").exists()
+
+
+def test_a_field_in_a_branch_no_sampled_customer_takes_still_fails(project_dir):
+    insert_into_offer_email(project_dir, "{% if customer.customer_id == -1 %}{{ customer['favourite_colour'] }}{% endif %}")
+    found = template_violations(project_dir)
+    assert len(found) == 1 and "favourite_colour" in found[0] and "templates/offer.mjml" in found[0]
+
+
+def test_a_render_error_for_the_sample_names_the_template_and_the_variable(project_dir):
+    insert_into_offer_email(project_dir, "{{ offer.no_such_offer_field }}")
+    found = template_violations(project_dir)
+    assert len(found) == 1
+    assert "offer_email" in found[0] and "templates/offer.mjml" in found[0] and "no_such_offer_field" in found[0]
