@@ -530,6 +530,38 @@ def _joined(*parts: pa.Array | str) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
+def demo_web_push_key(index: int):
+    """The private key of demo browser ``index`` (0-15): fixed, so a test can
+    decrypt what was pushed to a demo subscription."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    scalar = int.from_bytes(hashlib.sha256(f"campaignctl demo browser {index}".encode()).digest(), "big")
+    return ec.derive_private_key(scalar % (2**256 - 2**224 - 1) + 1, ec.SECP256R1())  # below the P-256 order
+
+
+def _web_push_subscriptions(endpoint_ids: pa.Array) -> pa.Array:
+    """PushSubscription JSON (endpoint, keys.p256dh, keys.auth), as a browser's
+    subscribe() gives it and the web_push channel needs it to encrypt. The keys
+    come from 16 fixed demo browsers, picked by the id's first hex digit."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    keys = []
+    for index in range(16):
+        public = demo_web_push_key(index).public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        auth = hashlib.sha256(f"campaignctl demo auth {index}".encode()).digest()[:16]
+        keys.append(f'","keys":{{"p256dh":"{b64(public)}","auth":"{b64(auth)}"}}}}')
+    which = pc.index_in(pc.utf8_slice_codeunits(endpoint_ids, 0, 1), value_set=pa.array(list("0123456789abcdef")))
+    return _joined('{"endpoint":"https://push.example.com/wp/', endpoint_ids, pc.take(pa.array(keys), which))
+
+
 # --------------------------------------------------------------------------
 # One chunk of customers with everything that belongs to them.
 
@@ -961,8 +993,7 @@ def _customers_table(world: _World, rng: np.random.Generator, profiles: _Profile
                     _strings(EMAIL_DOMAINS, rng.integers(0, len(EMAIL_DOMAINS), size)))
     phone = _joined("+79", pc.utf8_lpad(pa.array(rng.integers(0, 10**9, size)).cast(pa.string()), 9, "0"))
     push_token = _joined("fcm:", pa.array(_hex_strings(rng, size, 32)).cast(pa.string()))
-    web_push = _joined("https://push.example.com/wp/",
-                       pa.array(_hex_strings(rng, size, 24)).cast(pa.string()))
+    web_push = _web_push_subscriptions(pa.array(_hex_strings(rng, size, 24)).cast(pa.string()))
     return pa.table({
         "customer_id": profiles.customer_id,
         "first_name": _strings([cyrillic for cyrillic, _ in FIRST_NAMES], name),
