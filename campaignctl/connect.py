@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from .contracts import ChannelSender, DataSource
 from .diagnostics import Diagnostic, ProjectError
 from .loader import LDict
-from .model import Channel, Project
+from .model import Project
 from .plugins import registry
 from .secrets import resolve
 
@@ -32,17 +32,23 @@ def _located_error(location, subject: str, exc: Exception, hint: str) -> Project
     return ProjectError([Diagnostic(location, subject, str(exc), hint)])
 
 
+def _create(factories: Mapping[str, Any], config: Any, project: Project, environ: Mapping[str, str] | None, subject: str) -> Any:
+    """The plugin ``config`` names, made by its registered factory with the
+    secrets in its options resolved; a failure is located at ``config``."""
+    options = _options(config.options, os.environ if environ is None else environ)
+    factory = factories[config.plugin]
+    try:
+        return factory(replace(config, options=options), project.root)
+    except Exception as exc:  # a plugin's own error type; shown with where it is configured
+        raise _located_error(config.location, subject, exc, f"check {subject} in campaignctl.yaml") from None
+
+
 def open_data_source(project: Project, environ: Mapping[str, str] | None = None, *, check: bool = True) -> DataSource:
     """Connect the project's data source and check it against the data contract."""
     from .datacontract import check_source
 
     config = project.data_source
-    options = _options(config.options, os.environ if environ is None else environ)
-    factory = registry().data_sources[config.plugin]
-    try:
-        source = factory(replace(config, options=options), project.root)
-    except Exception as exc:  # a plugin's own error type; shown with where it is configured
-        raise _located_error(config.location, "data_source", exc, "check data_source in campaignctl.yaml") from None
+    source = _create(registry().data_sources, config, project, environ, "data_source")
     if check:
         problems = check_source(config, source)
         if problems:
@@ -53,25 +59,22 @@ def open_data_source(project: Project, environ: Mapping[str, str] | None = None,
 
 def open_state_store(project: Project, environ: Mapping[str, str] | None = None) -> Any:
     """The project's state store (campaignctl.state.StateStore), migrated."""
-    config = project.state_store
-    options = _options(config.options, os.environ if environ is None else environ)
-    factory = registry().state_stores[config.plugin]
-    try:
-        return factory(replace(config, options=options), project.root)
-    except Exception as exc:
-        raise _located_error(config.location, "state_store", exc, "check state_store in campaignctl.yaml") from None
+    return _create(registry().state_stores, project.state_store, project, environ, "state_store")
 
 
 def open_senders(project: Project, channels: list[str], environ: Mapping[str, str] | None = None) -> dict[str, ChannelSender]:
     """Senders for the named project channels."""
-    environ = os.environ if environ is None else environ
-    senders = {}
-    for name in channels:
-        channel: Channel = project.channels[name]
-        options = _options(channel.options, environ)
-        factory = registry().channels[channel.plugin]
-        try:
-            senders[name] = factory(replace(channel, options=options), project.root)
-        except Exception as exc:
-            raise _located_error(channel.location, f"channels.{name}", exc, f"check channels.{name} in campaignctl.yaml") from None
-    return senders
+    return {name: _create(registry().channels, project.channels[name], project, environ, f"channels.{name}") for name in channels}
+
+
+def open_offer_sinks(project: Project, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The project's offer sinks (campaignctl.contracts.OfferSink), by name."""
+    sinks = {}
+    try:
+        for name, config in project.offer_sinks.items():
+            sinks[name] = _create(registry().offer_sinks, config, project, environ, f"offer_sinks.{name}")
+    except BaseException:
+        for sink in sinks.values():
+            sink.close()
+        raise
+    return sinks

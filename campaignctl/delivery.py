@@ -7,7 +7,9 @@ For every message, in this order:
    ``sent`` is skipped, never sent again;
 2. mark the batch ``sending`` and commit, durably, *before* the provider call;
 3. call the provider;
-4. record what it answered (``sent``, ``failed_temporary``, ``failed_permanent``).
+4. record what it answered (``sent``, ``failed_temporary``, ``failed_permanent``,
+   or ``in_doubt`` when the sender says the provider may have it: handed over,
+   never answered).
 
 A crash between 2 and 4 leaves rows ``sending``. The next run, holding the same
 lock, turns them ``in_doubt`` and asks the channel whether it has them
@@ -26,10 +28,11 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
-from .contracts import ChannelSender, OutgoingMessage, SendResult
-from .state import SENDABLE, Message, MessageResult, MessageStatus, NewMessage, StateStore
+from .contracts import ChannelSender, OutcomeSource, OutgoingMessage, SendResult
+from .state import SENDABLE, Message, MessageResult, MessageStatus, NewMessage, Outcome, StateStore
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class _Tally:
     cost: float = 0.0
     errors: list[str] = field(default_factory=list)
     settled: int = 0
+    retry_after: float = 0.0  # the longest Retry-After a provider asked for in this round
 
     def add(self, channel: str, outcome: str, messages: int = 1, cost: float = 0.0, *, of_this_run: bool = True) -> None:
         """Count messages; ``of_this_run=False`` for rows settled that were not
@@ -161,9 +165,11 @@ def deliver(
     for attempt in range(1, max_attempts + 1):
         if not due:
             break
-        if attempt > 1:
-            sleep(backoff.delay(attempt - 1, rng))
+        if attempt > 1:  # a provider's Retry-After is honoured, up to the backoff's maximum
+            sleep(min(backoff.maximum, max(backoff.delay(attempt - 1, rng), tally.retry_after)))
+            tally.retry_after = 0.0
         due = _send_round(store, senders, due, batch_size, broken, tally, progress, last=attempt == max_attempts)
+    _record_drained_outcomes(store, senders)
     in_doubt = tuple(sorted(m.key for m in store.in_doubt()))
     return DeliveryReport(
         {channel: dict(by_outcome) for channel, by_outcome in tally.counts.items()},
@@ -281,6 +287,7 @@ def _send_batch(
         return []
     answers = _answers(batch, results)
     store.finish_messages(answers)
+    _note_provider_hints(store, answers, results, tally)
     failed = []
     for m, answer in zip(batch, answers):
         if answer.status == MessageStatus.FAILED_TEMPORARY:
@@ -292,10 +299,39 @@ def _send_batch(
     return failed
 
 
+def _note_provider_hints(store: StateStore, answers: list[MessageResult], results: Sequence[SendResult], tally: _Tally) -> None:
+    """Keep what a provider said beyond the status: how long to wait before
+    retrying, and that an address is gone (a "bounced" outcome, so the
+    customer's address on that channel can be held back like an unsubscribe)."""
+    by_key = {result.key: result for result in results}
+    gone = []
+    for answer in answers:
+        result = by_key.get(answer.key)
+        if result is None:
+            continue
+        if answer.status == MessageStatus.FAILED_TEMPORARY and result.retry_after:
+            tally.retry_after = max(tally.retry_after, float(result.retry_after))
+        elif answer.status == MessageStatus.FAILED_PERMANENT and result.address_invalid:
+            gone.append(Outcome(answer.key, "bounced", datetime.now(timezone.utc), {"address_invalid": True, "error": result.error}))
+    if gone:
+        store.record_outcomes(gone)
+
+
+def _record_drained_outcomes(store: StateStore, senders: Mapping[str, ChannelSender]) -> None:
+    """Store what senders heard back on their own connections (SMPP delivery
+    receipts, campaignctl.contracts.OutcomeSource) before the caller closes them."""
+    for sender in senders.values():
+        if isinstance(sender, OutcomeSource):
+            outcomes = sender.drain_outcomes()
+            if outcomes:
+                store.record_outcomes(outcomes)
+
+
 _LEDGER_STATUS = {
     "sent": MessageStatus.SENT,
     "temporary_failure": MessageStatus.FAILED_TEMPORARY,
     "permanent_failure": MessageStatus.FAILED_PERMANENT,
+    "in_doubt": MessageStatus.IN_DOUBT,  # handed over, no answer: never re-sent blindly
 }
 
 
@@ -312,3 +348,33 @@ def _answers(batch: list[DueMessage], results: Sequence[SendResult]) -> list[Mes
         else:
             answers.append(MessageResult(m.key, status, result.provider_id, result.error))
     return answers
+
+
+# --------------------------------------------------------------------------- settling by hand
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What `campaignctl settle` did: keys marked sent, keys released to be
+    sent again, and keys that were not in doubt (left as they are)."""
+
+    sent: tuple[str, ...]
+    released: tuple[str, ...]
+    not_in_doubt: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sent": list(self.sent), "released": list(self.released), "not_in_doubt": list(self.not_in_doubt)}
+
+
+def settle_in_doubt(store: StateStore, keys: Sequence[str], *, provider_has_it: bool, provider_id: str | None = None) -> Settlement:
+    """A person's answer for messages in doubt, after checking the provider:
+    it has them (``sent``, never sent again) or it does not (back to
+    ``planned``: the next apply sends them once). Only rows in doubt change.
+    The caller holds the apply lock, so no apply is settling them at the same time."""
+    doubtful = {m.key for m in store.in_doubt()}
+    chosen = [key for key in dict.fromkeys(keys) if key in doubtful]
+    if chosen:
+        answer = (provider_id or "settled-by-hand") if provider_has_it else None
+        store.resolve_in_doubt({key: answer for key in chosen})
+    others = tuple(key for key in dict.fromkeys(keys) if key not in doubtful)
+    return Settlement(tuple(chosen) if provider_has_it else (), () if provider_has_it else tuple(chosen), others)

@@ -10,6 +10,7 @@ state or the project moved since it was made.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from dataclasses import dataclass, field
@@ -17,17 +18,21 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from .connect import open_data_source, open_senders, open_state_store
+from .connect import open_data_source, open_offer_sinks, open_senders, open_state_store
 from .contracts import DataSource, OutgoingMessage
 from .delivery import DueMessage, deliver
 from .facts import CONTACT_FOR_KIND, load_customer_facts
+from .issuing import export_offers, issue_key, issue_offers, issued_codes
 from .model import Project
 from .planner import Plan, SentMessage, SnapshotEnrollment, StateSnapshot, campaign_versions, plan
 from .planner.plan import EnrollmentAction, MessageAction
 from .planner.snapshot import plain
 from .segments import evaluate_segments
+from .sms import estimate_sms_templates
 from .state import CampaignVersion, Enrollment, MessageResult, MessageStatus, NewMessage, StateStore, locked
-from .templates import Links, MessageRenderer, RenderError
+from .template_check import audience_bodies, check_plan_templates
+from .templates import MessageRenderer, RenderError
+from .tracking import MessageLinks, Tracker, placeholder_links
 
 UTC = timezone.utc
 LOYALTY_PERCENT = {"basic": 3, "silver": 5, "gold": 7}  # bonus back per tier (docs/format.md)
@@ -71,10 +76,30 @@ def take_snapshot(store: StateStore, project: Project, now: datetime) -> StateSn
             SentMessage(int(m.customer_id), m.updated_at, m.channel, m.campaign) for m in store.sent_since(now - _longest_cap(project))
         ),
         unsubscribed=frozenset((int(customer), kinds[channel]) for customer, channel in store.unsubscribed() if channel in kinds),
+        address_invalid=frozenset((int(customer), kinds[channel]) for customer, channel in store.invalid_addresses() if channel in kinds),
         outcomes=store.outcome_types(waiting) if waiting else {},
         spend=store.spend(),
         spend_this_month=sum(store.spend(since=_month_start(project, now)).values()),
+        **_promo_pools_snapshot(store, project),
     )
+
+
+def _promo_pools_snapshot(store: StateStore, project: Project) -> dict[str, Any]:
+    """Codes each promo pool has left, and who holds its codes (plan: pool too small)."""
+    if not project.promo_pools:
+        return {}
+    from .issuing import import_codes
+
+    holders, left = {}, {}
+    for name, pool in sorted(project.promo_pools.items()):
+        held = store.promo_codes(name)
+        holders[name] = frozenset(held)
+        if pool.source == "import":
+            used = set(held.values())
+            left[name] = sum(1 for code in import_codes(pool) if code not in used)
+        else:
+            left[name] = max(0, int(pool.size or 0) - len(held))
+    return {"promo_codes_left": left, "promo_code_holders": holders}
 
 
 def _snapshot_enrollment(e: Enrollment) -> SnapshotEnrollment:
@@ -105,8 +130,29 @@ def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, 
     ids.update(e.customer_id for e in snapshot.enrollments if e.status == "active")
     say(f"reading facts of {len(ids):,} customers")
     facts = load_customer_facts(project, source, sorted(ids), now)
+    history = load_offer_history(project, source, audiences, now)
+    # SMS cost is per part: parts are counted on each SMS template rendered for
+    # a sample of its campaigns' audiences, before planning, because budgets
+    # and "cheapest" depend on what a message costs.
+    say("counting SMS parts on a sample")
+    estimates = estimate_sms_templates(project, audience_bodies(project, source, audiences, now, "sms"))
     say("planning")
-    return plan(project, audiences, snapshot, now, facts)
+    planned = plan(project, audiences, snapshot, now, facts, sms=estimates, history=history)
+    say("checking templates on a sample of recipients")
+    return check_plan_templates(project, source, planned)  # a missing field fails the plan, not the send
+
+
+def load_offer_history(project: Project, source: DataSource, audiences, now: datetime) -> dict:
+    """The order history of the audiences of campaigns with offers, for the
+    offer forecast (docs/plan.md, "Offer forecast"): one query on the source."""
+    from .offers.history import load_history
+    from .planner.economics import campaign_offers, needed_history
+
+    ids: set[int] = set()
+    for name, campaign in project.campaigns.items():
+        if campaign.enabled and campaign_offers(project, name) and campaign.audience in audiences.members:
+            ids.update(int(i) for i in audiences.members[campaign.audience])
+    return load_history(project, source, sorted(needed_history(project)), sorted(ids), now)
 
 
 def make_plan(project: Project, now: datetime, *, environ: Mapping[str, str] | None = None, progress: Progress | None = None) -> Plan:
@@ -134,6 +180,8 @@ class ApplyResult:
     render_failures: tuple[tuple[str, str], ...] = ()  # (message key, why)
     enrollments_written: int = 0
     resumed: int = 0  # messages of an interrupted earlier run, sent now
+    offers_issued: int = 0  # promo codes and accruals issued by this apply
+    offers_exported: Mapping[str, int] = field(default_factory=dict)  # offer sink -> offers exported by this apply
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +189,7 @@ class ApplyResult:
             "plan": {"now": self.plan.now.isoformat(), "messages": len(self.plan.messages), "violations": len(self.plan.violations)},
             "enrollments_written": self.enrollments_written,
             "resumed": self.resumed,
+            "offers": {"issued": self.offers_issued, "exported": dict(self.offers_exported)},
             "render_failures": [{"key": key, "error": error} for key, error in self.render_failures],
             "delivery": dict(self.delivery),
         }
@@ -205,11 +254,16 @@ def _carry_out(project: Project, the_plan: Plan, store: StateStore, source: Data
                 if c.new_version and c.action in ("create", "change")
             ])
             store.reserve_messages([_ledger_row(m) for m in the_plan.messages])
+            # Codes and accruals the messages carry, in the same transaction (campaignctl.issuing).
+            issued = issue_offers(store, project, the_plan.messages, the_plan.now)
             store.upsert_enrollments([_state_enrollment(e) for e in the_plan.enrollments])
             store.set_current_versions({c.name: c.new_version for c in the_plan.campaign_changes if c.action != "remove" and c.new_version})
+        exported = _export_offers(project, store, environ, say)  # before sending: the tills know every code sent
         pending = _pending_from_earlier_runs(store, the_plan)
         say(f"rendering {len(the_plan.messages) + len(pending):,} messages")
-        due, failures = _render(project, source, list(the_plan.messages) + pending, the_plan.now)
+        to_render = list(the_plan.messages) + pending
+        codes = issued_codes(store, project, to_render)
+        due, failures = _render(project, source, to_render, the_plan.now, environ, codes)
         _record_render_failures(store, failures)
         say(f"sending {len(due):,} messages")
         senders = open_senders(project, sorted({d.message.channel for d in due}), environ)
@@ -220,11 +274,31 @@ def _carry_out(project: Project, the_plan: Plan, store: StateStore, source: Data
                 sender.close()
         status = "succeeded"
         result = ApplyResult(
-            the_plan, True, report.as_dict(), tuple(failures), len(the_plan.enrollments), resumed=len(pending)
+            the_plan, True, report.as_dict(), tuple(failures), len(the_plan.enrollments), resumed=len(pending),
+            offers_issued=len(issued), offers_exported=exported,
         )
         return result
     finally:
-        store.finish_run(run, status, {"messages": len(the_plan.messages)})
+        store.finish_run(run, status, {"messages": len(the_plan.messages), "offer_forecast": applied_offer_forecast(the_plan)})
+
+
+def applied_offer_forecast(the_plan: Plan) -> list[dict[str, Any]]:
+    """The offer forecast of the campaigns this apply enrolled or messaged
+    customers for, as plain JSON (OfferForecast fields): what a report compares
+    the redemptions with. Read back: ``store.runs()[i].summary["offer_forecast"]``."""
+    acting = {a.campaign for a in the_plan.audiences if a.entering} | {m.campaign for m in the_plan.messages}
+    return [dataclasses.asdict(row) for row in the_plan.offer_forecast if row.campaign in acting]
+
+
+def _export_offers(project: Project, store: StateStore, environ, say: Progress) -> dict[str, int]:
+    if not project.offer_sinks:
+        return {}
+    sinks = open_offer_sinks(project, environ)
+    try:
+        return export_offers(store, sinks, on_batch=lambda sink, count: say(f"exported {count:,} offers to {sink}"))
+    finally:
+        for sink in sinks.values():
+            sink.close()
 
 
 def _ledger_row(m: MessageAction) -> NewMessage:
@@ -256,8 +330,13 @@ def _pending_from_earlier_runs(store: StateStore, the_plan: Plan) -> list[Messag
     return pending
 
 
-def _render(project: Project, source: DataSource, messages: Sequence[MessageAction], now: datetime) -> tuple[list[DueMessage], list[tuple[str, str]]]:
+def _render(
+    project: Project, source: DataSource, messages: Sequence[MessageAction], now: datetime, environ: Mapping[str, str] | None = None,
+    codes: Mapping[str, str] | None = None,
+) -> tuple[list[DueMessage], list[tuple[str, str]]]:
+    codes = codes or {}
     renderer = MessageRenderer(project)
+    tracker = Tracker.for_project(project, environ)  # signed links, or placeholders when tracking is off
     recipients = sorted({m.customer_id for m in messages})
     profiles = load_profiles(project, source, recipients)
     last_orders = load_last_orders(project, source, recipients, now)
@@ -269,12 +348,17 @@ def _render(project: Project, source: DataSource, messages: Sequence[MessageActi
         if profile is None or not address:
             failures.append((m.key, f"customer {m.customer_id} has no {kind} contact any more"))
             continue
+        tracked = tracker.for_message(m.key, now)
         try:
-            parts = renderer.render(m.template, message_context(project, m, profile, now, last_orders.get(m.customer_id)))
+            context = message_context(project, m, profile, now, last_orders.get(m.customer_id), tracked,
+                                      promo_code=codes.get(issue_key(m.campaign, m.customer_id, m.offer)) if m.offer else None)
+            parts = renderer.render(m.template, context)
         except RenderError as exc:
             failures.append((m.key, str(exc)))
             continue
         metadata = {"template": m.template, "offer": m.offer, "arm": m.arm, "step": m.step}
+        if kind == "email" and tracked.list_unsubscribe:  # the e-mail sender makes List-Unsubscribe(-Post) of it
+            metadata["list_unsubscribe"] = tracked.list_unsubscribe
         due.append(DueMessage(OutgoingMessage(m.key, m.campaign, str(m.customer_id), m.channel, address, parts, metadata), m.step, m.cost))
     return due, failures
 
@@ -290,16 +374,21 @@ def _record_render_failures(store: StateStore, failures: Sequence[tuple[str, str
 
 
 def message_context(
-    project: Project, m: MessageAction, profile: Mapping[str, Any], now: datetime, last_order: Mapping[str, Any] | None = None
+    project: Project, m: MessageAction, profile: Mapping[str, Any], now: datetime, last_order: Mapping[str, Any] | None = None,
+    tracked: MessageLinks | None = None, *, promo_code: str | None = None,
 ) -> dict[str, Any]:
-    """What a template sees (docs/format.md, "Templates")."""
+    """What a template sees (docs/format.md, "Templates"); ``promo_code``: the
+    code the customer was issued for the message's offer (campaignctl.issuing)."""
+    tracked = tracked or placeholder_links(m.key, frozenset(project.tracking.links) if project.tracking else None)
     customer = dict(profile)
     customer["loyalty_percent"] = LOYALTY_PERCENT.get(str(customer.get("loyalty_tier") or ""), None)
     return {
         "customer": customer,
-        "offer": offer_context(project, m.offer, now) if m.offer else None,
+        "offer": offer_context(project, m.offer, now, promo_code) if m.offer else None,
         "campaign": m.campaign,
-        "links": Links(m.key),
+        "links": tracked.links,
+        "unsubscribe_url": tracked.unsubscribe_url,
+        "open_pixel_url": tracked.open_pixel_url,
         "products": [],
         "recommendations": [],
         "category": None,
@@ -307,14 +396,14 @@ def message_context(
     }
 
 
-def offer_context(project: Project, name: str, now: datetime) -> dict[str, Any]:
+def offer_context(project: Project, name: str, now: datetime, promo_code: str | None = None) -> dict[str, Any]:
     spec = project.offers[name].spec
     offer = {key: value for key, value in spec.items() if key != "forecast"}
     valid = spec.get("valid") or {}
     local = now.astimezone(ZoneInfo(project.timezone)).date()
     offer["valid_from"] = valid.get("from") or local.isoformat()
     offer["valid_until"] = valid.get("to") or (local + timedelta(days=int(valid.get("days", 14)))).isoformat()
-    offer["promo_code"] = None  # promo-code pools issue codes per customer (offers work, issue 7)
+    offer["promo_code"] = promo_code  # issued by apply from the offer's pool (campaignctl.issuing); None in previews
     offer.setdefault("title", name.replace("_", " "))
     return offer
 

@@ -14,7 +14,7 @@ from typing import Callable
 import click
 import pluggy
 
-from .contracts import ChannelFactory, DataSourceFactory, StateStoreFactory
+from .contracts import ChannelFactory, DataSourceFactory, OfferSinkFactory, StateStoreFactory
 
 hookspec = pluggy.HookspecMarker("campaignctl")
 hookimpl = pluggy.HookimplMarker("campaignctl")
@@ -36,6 +36,13 @@ def register_channels(register: Callable[[str, ChannelFactory], None]) -> None:
 def register_state_stores(register: Callable[[str, StateStoreFactory], None]) -> None:
     """Register state stores: ``register(name, factory)``; the factory takes the
     project's state_store settings and the project directory and returns a StateStore."""
+
+
+@hookspec
+def register_offer_sinks(register: Callable[[str, OfferSinkFactory], None]) -> None:
+    """Register offer sinks: ``register(name, factory)``; the factory takes an
+    ``offer_sinks`` entry of the project (campaignctl.model.OfferSinkConfig) and
+    the project directory and returns an OfferSink."""
 
 
 @hookspec

@@ -154,6 +154,49 @@ class Campaign(Definition):
 
 
 @dataclass(frozen=True)
+class PromoPool:
+    """Promo codes offers draw from (``promo_pools:`` in campaignctl.yaml):
+    generated in a format, or imported from a file. campaignctl.promocodes
+    makes and checks codes; campaignctl.issuing hands them out."""
+
+    name: str
+    source: str  # "generate" | "import"
+    size: int | None = None  # generate: how many codes the pool may issue; import: the file's codes
+    alphabet: str = ""  # generate only
+    length: int = 0
+    prefix: str = ""
+    check: bool = True
+    file: Path | None = None  # import only: resolved against the project
+    column: str | None = None  # import only, .csv files: the column of codes
+    max_uses: int | None = 1  # redemptions per code the point of sale allows; None: unlimited
+    expires: Mapping[str, Any] = field(default_factory=_empty)  # validity {days} | {from, to}; empty: the offer's `valid`
+    location: Location = Location("")
+    spec: Mapping[str, Any] = field(default_factory=_empty, compare=False)  # as written, located
+
+
+@dataclass(frozen=True)
+class OfferSinkConfig(PluginConfig):
+    """Where issued codes and bonus accruals are exported (``offer_sinks:``)."""
+
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Tracked links and one-click unsubscribe, answered by `campaignctl serve`
+    (docs/tracking.md). Secrets stay ``${env:NAME}`` references here: they are
+    resolved only by the command that signs or checks a token."""
+
+    base_url: str  # public URL of `campaignctl serve`, without a trailing slash
+    secret: str  # "${env:NAME}"
+    token_ttl: str = "60d"  # duration
+    links: Mapping[str, str] = field(default_factory=_empty)  # name -> target URL, for {{ links.NAME }}
+    unsubscribe_mailto: str | None = None
+    webhook_secret: str | None = None  # "${env:NAME}"
+    spec: Mapping[str, Any] = field(default_factory=_empty, compare=False)  # as written, located: errors point into it
+
+
+@dataclass(frozen=True)
 class Project:
     """A whole project, validated: every reference in it resolves."""
 
@@ -171,4 +214,7 @@ class Project:
     templates: Mapping[str, Template] = field(default_factory=_empty)
     cascades: Mapping[str, Cascade] = field(default_factory=_empty)
     campaigns: Mapping[str, Campaign] = field(default_factory=_empty)
+    tracking: Tracking | None = None  # None: links are placeholders, no List-Unsubscribe
+    promo_pools: Mapping[str, PromoPool] = field(default_factory=_empty)
+    offer_sinks: Mapping[str, OfferSinkConfig] = field(default_factory=_empty)
     files: tuple[str, ...] = field(default=(), compare=False)  # documents read, for reports

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pluggy
@@ -41,6 +41,7 @@ class Registry:
     data_sources: dict[str, Callable[..., Any]]
     channels: dict[str, Callable[..., Any]]
     state_stores: dict[str, Callable[..., Any]]
+    offer_sinks: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
 
 _pm: pluggy.PluginManager | None = None
@@ -114,6 +115,7 @@ def registry() -> Registry:
             data_sources=_collect(pm.hook.register_data_sources, "data source"),
             channels=_collect(pm.hook.register_channels, "channel"),
             state_stores=_collect(pm.hook.register_state_stores, "state store"),
+            offer_sinks=_collect(pm.hook.register_offer_sinks, "offer sink"),
         )
     return _registry
 

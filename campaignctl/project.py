@@ -99,14 +99,17 @@ def _installed_plugins() -> dict[str, set[str]]:
     from .plugins import registry
 
     found = registry()
-    return {"data_sources": set(found.data_sources), "channels": set(found.channels), "state_stores": set(found.state_stores)}
+    return {"data_sources": set(found.data_sources), "channels": set(found.channels), "state_stores": set(found.state_stores),
+            "offer_sinks": set(found.offer_sinks)}
 
 
 def _semantic_checks(project: model.Project) -> list[Diagnostic]:
     """Rules that need the built model (condition semantics the schema cannot state)."""
+    from .promocodes import check_promo_pools
     from .segments import check_segments
+    from .tracking import check_tracking
 
-    return check_segments(project)
+    return check_segments(project) + check_tracking(project) + check_promo_pools(project)
 
 
 def _load_versioned(path: Path, shown: str, diagnostics: list[Diagnostic]) -> Any:
@@ -202,12 +205,41 @@ def build_project(root: Path, docs: Documents, files: tuple[str, ...]) -> model.
         ),
         cascades=_mapping(_cascade(e) for e in d["cascades"].values()),
         campaigns=_mapping(_campaign(e) for e in d["campaigns"].values()),
+        tracking=_tracking(doc.get("tracking")),
+        promo_pools=_mapping_by_name(_promo_pool(root, name, spec, locate(doc["promo_pools"], (name,), key=True))
+                                     for name, spec in (doc.get("promo_pools") or {}).items()),
+        offer_sinks=_mapping_by_name(
+            model.OfferSinkConfig(spec["plugin"], _frozen(spec.get("options")), locate(doc["offer_sinks"], (name,), key=True), name=name)
+            for name, spec in (doc.get("offer_sinks") or {}).items()
+        ),
         files=files,
     )
 
 
 def _mapping(definitions: Iterable[model.Definition]) -> MappingProxyType:
     return MappingProxyType({definition.name: definition for definition in definitions})
+
+
+def _mapping_by_name(items: Iterable[Any]) -> MappingProxyType:
+    return MappingProxyType({item.name: item for item in items})
+
+
+def _promo_pool(root: Path, name: str, spec: dict, location: Location) -> model.PromoPool:
+    generate, imported = spec.get("generate"), spec.get("import")
+    uses = spec.get("max_uses", 1)
+    common = dict(name=name, max_uses=None if uses == "unlimited" else int(uses), expires=_frozen(spec.get("expires")),
+                  location=location, spec=spec)
+    if imported is not None:
+        path = Path(imported["file"])
+        return model.PromoPool(source="import", file=path if path.is_absolute() else root / path, column=imported.get("column"), **common)
+    from .promocodes import DEFAULT_ALPHABET, DEFAULT_LENGTH
+
+    generate = generate or {}
+    return model.PromoPool(
+        source="generate", size=spec.get("size"), alphabet=generate.get("alphabet", DEFAULT_ALPHABET),
+        length=int(generate.get("length", DEFAULT_LENGTH)), prefix=generate.get("prefix", ""), check=generate.get("check", "damm") != "none",
+        **common,
+    )
 
 
 def _policies(spec: dict) -> model.Policies:
@@ -220,6 +252,20 @@ def _policies(spec: dict) -> model.Policies:
         suppress_inactive_days=spec.get("suppress_inactive_days", defaults.suppress_inactive_days),
         drr_limits=MappingProxyType({**defaults.drr_limits, **(spec.get("drr_limits") or {})}),
         monthly_budget=spec.get("monthly_budget"),
+    )
+
+
+def _tracking(spec: dict | None) -> model.Tracking | None:
+    if not spec:
+        return None
+    return model.Tracking(
+        base_url=spec["base_url"].rstrip("/"),
+        secret=spec["secret"],
+        token_ttl=str(spec.get("token_ttl", model.Tracking.token_ttl)),
+        links=MappingProxyType(dict(spec.get("links") or {})),
+        unsubscribe_mailto=spec.get("unsubscribe_mailto"),
+        webhook_secret=spec.get("webhook_secret"),
+        spec=spec,
     )
 
 

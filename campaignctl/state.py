@@ -164,6 +164,9 @@ class IssuedOffer:
     code: str | None
     issued_at: datetime
     status: str  # "issued" | "redeemed" | "expired" | ...
+    pool: str | None = None  # the promo pool the code came from
+    expires_at: datetime | None = None  # the first moment the code is no longer valid
+    terms: Mapping[str, Any] = field(default_factory=dict)  # what a sink exports beside the code (campaignctl.issuing)
 
 
 @dataclass(frozen=True)
@@ -272,6 +275,11 @@ class StateStore(Protocol):
     def unsubscribed(self) -> list[tuple[str, str]]:
         """(customer_id, channel) of every unsubscribe outcome."""
 
+    def invalid_addresses(self) -> list[tuple[str, str]]:
+        """(customer_id, channel) of every message bounced because its address
+        is gone: a "bounced" outcome whose payload has ``address_invalid: true``
+        (campaignctl.delivery records it from SendResult.address_invalid)."""
+
     def spend(self, since: datetime | None = None) -> dict[str, float]:
         """campaign -> cost of its sent messages (updated at or after ``since``)."""
 
@@ -280,6 +288,26 @@ class StateStore(Protocol):
 
     def issued_offers(self, campaign: str) -> list[IssuedOffer]:
         """A campaign's issued offers in issue order."""
+
+    def issued_offers_by_key(self, keys: Sequence[str]) -> list[IssuedOffer]:
+        """The issued offers with these keys (unknown keys are left out)."""
+
+    # -- promo codes and offer exports (campaignctl.issuing)
+    def hold_promo_codes(self, pool: str, wanted: Mapping[str, str]) -> dict[str, str]:
+        """Give each holder (a key) the code proposed for it, unless the code is
+        already held in ``pool`` or the holder already holds one; return, for
+        every given holder that holds a code now, its code (the earlier one for
+        a holder that had one). A code is held once per pool, ever."""
+
+    def promo_codes(self, pool: str) -> dict[str, str]:
+        """holder -> code of every code ``pool`` handed out."""
+
+    def unexported_offers(self, sink: str, after: str | None, limit: int) -> list[IssuedOffer]:
+        """Up to ``limit`` issued offers ``sink`` has not taken yet, in key order,
+        with keys after ``after`` (None: from the first): page by passing the last key."""
+
+    def mark_offers_exported(self, sink: str, keys: Sequence[str]) -> None:
+        """Record that ``sink`` took these issued offers."""
 
     # -- the apply lock
     def acquire_lock(self, owner: str, timeout: float) -> None:
@@ -400,6 +428,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             pid INTEGER NOT NULL,
             host TEXT NOT NULL,
             acquired_at {ts} NOT NULL)""",
+    )),
+    Migration(2, "promo codes and offer exports", (
+        # Every code a pool handed out, and to whom: the primary key makes a code
+        # held once per pool; the unique holder index, one code per holder.
+        """CREATE TABLE promo_codes (
+            pool TEXT NOT NULL,
+            code TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            held_at {ts} NOT NULL,
+            PRIMARY KEY (pool, code))""",
+        "CREATE UNIQUE INDEX promo_codes_holder ON promo_codes (pool, holder)",
+        "ALTER TABLE issued_offers ADD COLUMN pool TEXT",
+        "ALTER TABLE issued_offers ADD COLUMN expires_at {ts}",
+        "ALTER TABLE issued_offers ADD COLUMN terms {json} NOT NULL DEFAULT '{{}}'",
+        # What each offer sink took: a rerun exports only what is missing here.
+        """CREATE TABLE offer_exports (
+            sink TEXT NOT NULL,
+            key TEXT NOT NULL REFERENCES issued_offers (key),
+            exported_at {ts} NOT NULL,
+            PRIMARY KEY (sink, key))""",
     )),
 )
 

@@ -12,7 +12,10 @@ from .loader import LDict, locate
 from .schemas_registry import suggest
 
 KINDS = ("features", "segments", "offers", "templates", "cascades", "campaigns")
-SINGULAR = {"features": "feature", "segments": "segment", "offers": "offer", "templates": "template", "cascades": "cascade", "campaigns": "campaign", "channels": "channel"}
+SINGULAR = {"features": "feature", "segments": "segment", "offers": "offer", "templates": "template", "cascades": "cascade", "campaigns": "campaign", "channels": "channel",
+            "promo_pools": "promo pool"}
+# Named sections of the project file that definitions refer to, like channels.
+PROJECT_SECTIONS = ("channels", "promo_pools")
 
 
 @dataclass
@@ -32,9 +35,9 @@ class Documents:
     definitions: dict[str, dict[str, Entry]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
 
     def names(self, kind: str) -> dict[str, Entry]:
-        if kind == "channels":
-            channels = self.project.get("channels") or {}
-            return {name: Entry(name, spec, locate(channels, (name,), key=True)) for name, spec in channels.items()}
+        if kind in PROJECT_SECTIONS:
+            section = self.project.get(kind) or {}
+            return {name: Entry(name, spec, locate(section, (name,), key=True)) for name, spec in section.items()}
         return self.definitions[kind]
 
 
@@ -55,6 +58,7 @@ REFERENCES: tuple[tuple[str, tuple, str], ...] = (
     ("cascades", ("steps", "*", "template"), "templates"),
     ("cascades", ("steps", "*", "templates", "*"), "templates"),
     ("cascades", ("steps", "*", "offer"), "offers"),
+    ("offers", ("promo_codes", "pool"), "promo_pools"),
 )
 CHEAPEST = "cheapest"
 
@@ -218,6 +222,7 @@ def check_plugins(docs: Documents, available: dict[str, set[str]]) -> list[Diagn
     project = docs.project
     checks: list[tuple[tuple, str, str]] = [(("data_source", "plugin"), "data source", "data_sources"), (("state_store", "plugin"), "state store", "state_stores")]
     checks += [(("channels", name, "plugin"), "channel", "channels") for name in (project.get("channels") or {})]
+    checks += [(("offer_sinks", name, "plugin"), "offer sink", "offer_sinks") for name in (project.get("offer_sinks") or {})]
     for path, what, registry_kind in checks:
         for _, value in values_at(project, path):
             names = available.get(registry_kind, set())

@@ -200,6 +200,57 @@ def test_a_sender_without_a_result_for_a_message_leaves_it_in_doubt(store):
     assert report.in_doubt == (messages[1].key,)
 
 
+def test_an_in_doubt_result_is_recorded_with_its_reason_and_never_resent(store):
+    """A sender that handed a message over and got no answer says "in_doubt":
+    the ledger keeps it in doubt with the sender's reason, and later runs leave it alone."""
+    class Unanswered(FlakySender):
+        def _one(self, message):
+            if message.key.startswith("spring/v1/2/"):
+                return SendResult(message.key, "in_doubt", error="no answer from the SMSC for part(s) [2] of 2")
+            return super()._one(message)
+
+    sender = Unanswered()
+    messages = [due(1), due(2)]
+    report = deliver(store, {"email": sender}, messages)
+    again = deliver(store, {"email": sender}, messages)
+    [row] = store.messages([messages[1].key])
+    assert report.counts == {"email": {SENT: 1, IN_DOUBT: 1}} and report.in_doubt == (messages[1].key,)
+    assert row.status == MessageStatus.IN_DOUBT and row.error == "no answer from the SMSC for part(s) [2] of 2"
+    assert again.counts == {"email": {ALREADY_SENT: 1, IN_DOUBT: 1}} and sender.calls == [[m.key for m in messages]]
+
+
+def test_outcomes_a_sender_heard_back_are_stored_by_deliver(store):
+    """A sender that is an OutcomeSource (SMPP receipts on the bind) has what it
+    holds stored when delivery ends, each once."""
+    from datetime import datetime, timezone
+
+    from campaignctl.contracts import OutcomeSource
+    from campaignctl.state import Outcome
+
+    class Receipting(FlakySender):
+        def __init__(self):
+            super().__init__(permanent={due(3).key})
+            self.held: list[Outcome] = []
+
+        def send(self, messages):
+            results = super().send(messages)
+            now = datetime(2026, 11, 24, 10, 1, tzinfo=timezone.utc)
+            self.held += [Outcome(r.key, "delivered", now, {"provider_id": r.provider_id}) for r in results if r.status == "sent"]
+            return results
+
+        def drain_outcomes(self):
+            held, self.held = self.held, []
+            return held
+
+    sender = Receipting()
+    messages = [due(n) for n in (1, 2, 3)]
+    assert isinstance(sender, OutcomeSource)
+    deliver(store, {"email": sender}, messages)
+    deliver(store, {"email": sender}, messages)
+    assert store.outcome_types([m.key for m in messages]) == {m.key: frozenset({"delivered"}) for m in messages[:2]}
+    assert [o.payload for o in store.outcomes(messages[0].key)] == [{"provider_id": f"p-{messages[0].key}"}]
+
+
 def crash_after_marking_sending(store, messages):
     """What a run killed during the provider call leaves in the ledger."""
     store.reserve_messages([NewMessage(m.key, "spring", m.message.customer_id, m.message.channel, 0, m.cost) for m in messages])

@@ -407,6 +407,20 @@ def test_cheapest_reachable_channel(tmp_path):
     assert [(h.rule, h.count) for h in p.held_back] == [("no_consent", 1)]
 
 
+def test_a_gone_push_address_moves_the_customer_to_the_next_channel_and_is_named_when_it_holds_them_back(tmp_path):
+    """A provider said 2's push token and 3's e-mail address are gone (bounced,
+    address_invalid): "cheapest" skips push for 2; 3, with push gone too, is
+    held back as address_invalid; 4 unsubscribed from e-mail and lost push."""
+    project = make_project(tmp_path, BROADCAST.replace("CONTROL", "0").replace("message: {channel: email, template: offer_email}", "cascade: cheapest_first"))
+    now = at("2026-12-01T10:05")
+    state = StateSnapshot(unsubscribed=frozenset({(4, "email")}),
+                          address_invalid=frozenset({(2, "push"), (3, "push"), (3, "email"), (4, "push"), (4, "email")}))
+    p = plan(project, audiences(now, everyone=[1, 2, 3, 4]), state, now, facts([1, 2, 3, 4], now))
+    assert [(m.customer_id, m.channel) for m in p.messages] == [(1, "push"), (2, "email")]
+    assert sorted((h.rule, h.count) for h in p.held_back) == [("address_invalid", 2)]  # the cheapest option's reason: push gone
+    assert state.fingerprint() != StateSnapshot(unsubscribed=state.unsubscribed).fingerprint()  # a saved plan goes stale
+
+
 # --------------------------------------------------------------------------- the gate
 
 

@@ -271,6 +271,17 @@ def test_what_the_planner_reads_from_the_ledger(store):
     assert store.spend() == pytest.approx({"spring": 0.30})
 
 
+def test_only_bounces_that_say_the_address_is_gone_mark_it_invalid(store):
+    messages = [new_message(i) for i in range(3)]
+    store.reserve_messages(messages)
+    store.record_outcomes([
+        Outcome(messages[0].key, "bounced", T0, {"address_invalid": True, "error": "APNs 410 Unregistered"}),
+        Outcome(messages[1].key, "bounced", T0, {"stat": "UNDELIV"}),  # a receipt: this time, not for good
+        Outcome(messages[2].key, "bounced", T0, {"address_invalid": False}),
+    ])
+    assert store.invalid_addresses() == [(messages[0].customer_id, messages[0].channel)]
+
+
 def test_writes_inside_atomically_commit_together_or_not_at_all(store):
     enrollment = Enrollment("spring", "1", "v1", "treatment", None, 1, "active", None, T0, None, last_message_key=new_message(1).key)
     with pytest.raises(RuntimeError):

@@ -50,14 +50,20 @@ def cli(project: str) -> None:
 
 
 def _add_builtin_commands() -> None:
+    from .audience import audience_group
     from .data import data_group
     from .demo import demo_data_command
-    from .plan_commands import apply_command, force_unlock_command, outcomes_command, plan_command
+    from .offer import offer_group
+    from .plan_commands import apply_command, force_unlock_command, outcomes_command, plan_command, settle_command
     from .project_commands import init_command, plugins_command, schema_group, validate_command
+    from .render import render_command
+    from .report import report_command
     from .segment import segment_group
+    from .serve import serve_command
 
     for command in (init_command, validate_command, plugins_command, schema_group, demo_data_command, segment_group, data_group,
-                    plan_command, apply_command, force_unlock_command, outcomes_command):
+                    plan_command, apply_command, force_unlock_command, outcomes_command, settle_command, audience_group,
+                    serve_command, render_command, offer_group, report_command):
         cli.add_command(command)
 
 

@@ -16,6 +16,7 @@ PLAN_FORMATS = click.Choice(["text", "md", "json"])
 def _guarded(action):
     """Run a library call; its located problems go to stderr with exit 1."""
     from ..executor import StalePlan
+    from ..issuing import OfferExportError, PoolExhausted
     from ..state import LockTimeout, StateError
 
     try:
@@ -23,8 +24,15 @@ def _guarded(action):
     except ProjectError as exc:
         print_diagnostics(exc.diagnostics)
         sys.exit(1)
-    except (StalePlan, LockTimeout, StateError) as exc:
+    except (StalePlan, LockTimeout, StateError, OfferExportError, PoolExhausted) as exc:
         fail(str(exc))
+
+
+def _warn_about_tracking(project) -> None:
+    """Tracking configured but its secret unset: say (on stderr) that links stay placeholders."""
+    from ..tracking import tracking_warnings
+
+    print_diagnostics(tracking_warnings(project))
 
 
 def _progress(enabled: bool):
@@ -46,6 +54,7 @@ def plan_command(ctx: click.Context, output_format: str, out_file: Path | None, 
     from ..render import render_json, render_markdown, render_text
 
     project = load_project_or_exit(ctx)
+    _warn_about_tracking(project)
     the_plan = _guarded(lambda: make_plan(project, parse_now(now_text), progress=_progress(True)))
     if out_file:
         out_file.write_text(the_plan.to_json(), "utf-8")
@@ -70,6 +79,7 @@ def apply_command(ctx: click.Context, plan_file: Path | None, lock_timeout: floa
     from ..planner import Plan
 
     project = load_project_or_exit(ctx)
+    _warn_about_tracking(project)
     saved = Plan.from_json(plan_file.read_text("utf-8")) if plan_file else None
     now = saved.now if saved else parse_now(now_text)
     result = _guarded(lambda: apply(project, now, saved=saved, lock_timeout=lock_timeout, progress=_progress(True)))
@@ -107,6 +117,9 @@ def _print_apply(result) -> None:
         out.print(f"[yellow]… and {len(result.render_failures) - 10:,} more not rendered[/]")
     for key in result.delivery.get("in_doubt", [])[:10]:
         out.print(f"[red]in doubt[/] {escape(key)}: the provider may have it; not re-sent")
+    if result.offers_issued or result.offers_exported:
+        exported = ", ".join(f"{count:,} to {sink}" for sink, count in sorted(result.offers_exported.items())) or "no offer sinks"
+        out.print(f"Offers: {result.offers_issued:,} promo codes and accruals issued; exported {exported}.")
     sent = sum(c.get("sent", 0) + c.get("recovered", 0) for c in counts.values())
     out.print(
         f"Apply complete: {result.enrollments_written:,} enrollments written, {sent:,} messages sent"
@@ -165,3 +178,58 @@ def outcomes_command(ctx: click.Context, file: Path, output_format: str) -> None
         out.print(f"{result.recorded:,} outcomes recorded, {result.repeated:,} already known, "
                   f"{len(result.unknown_keys):,} unknown messages, {len(result.invalid):,} invalid rows.")
     sys.exit(1 if result.invalid or result.unknown_keys else 0)
+
+
+@click.command("settle")
+@click.argument("keys", nargs=-1)
+@click.option("--sent", "provider_has_it", flag_value=True, default=None, help="The provider has these messages: never send them again.")
+@click.option("--not-sent", "provider_has_it", flag_value=False, help="The provider never got them: the next apply sends them once.")
+@click.option("--provider-id", help="The provider's id for the message (with --sent and one key).")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=0, show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def settle_command(ctx: click.Context, keys: tuple[str, ...], provider_has_it: bool | None, provider_id: str | None,
+                   lock_timeout: float, output_format: str) -> None:
+    """Settle messages in doubt (a provider call that got no answer) once you
+    have checked the provider. Without KEYS: list the messages in doubt."""
+    import os
+    import socket
+
+    from rich.markup import escape
+
+    from ..connect import open_state_store
+    from ..delivery import settle_in_doubt
+    from ..state import locked
+
+    if keys and provider_has_it is None:
+        fail("say what the provider answered: --sent or --not-sent")
+    if provider_id and (not provider_has_it or len(keys) != 1):
+        fail("--provider-id goes with --sent and exactly one key")
+    project = load_project_or_exit(ctx)
+    store = _guarded(lambda: open_state_store(project))
+    try:
+        if not keys:
+            doubtful = store.in_doubt()
+            if output_format == "json":
+                emit_json({"in_doubt": [{"key": m.key, "channel": m.channel, "customer_id": m.customer_id,
+                                         "since": m.updated_at.isoformat(), "error": m.error} for m in doubtful]})
+            else:
+                for m in doubtful:
+                    console().print(f"[red]in doubt[/] {escape(m.key)} ({m.channel}, since {m.updated_at:%Y-%m-%d %H:%M}Z)"
+                                    + (f": {escape(m.error)}" if m.error else ""))
+                console().print(f"{len(doubtful):,} messages in doubt.")
+            return
+        def settle():
+            with locked(store, f"campaignctl settle ({socket.gethostname()}:{os.getpid()})", lock_timeout):
+                return settle_in_doubt(store, keys, provider_has_it=provider_has_it, provider_id=provider_id)
+
+        result = _guarded(settle)
+    finally:
+        store.close()
+    if output_format == "json":
+        emit_json(result.as_dict())
+    else:
+        for key in result.not_in_doubt:
+            console().print(f"[yellow]not in doubt[/] {escape(key)}: left as it is")
+        console().print(f"{len(result.sent):,} marked sent, {len(result.released):,} released to be sent again by the next apply.")
+    sys.exit(1 if result.not_in_doubt else 0)

@@ -20,6 +20,7 @@ from .plan import (
     ForecastCell,
     HeldBack,
     MessageAction,
+    OfferForecast,
     Plan,
     Violation,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "ForecastCell",
     "HeldBack",
     "MessageAction",
+    "OfferForecast",
     "Plan",
     "SentMessage",
     "SnapshotEnrollment",

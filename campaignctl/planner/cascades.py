@@ -5,7 +5,7 @@ conditions, the channel for a step."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
@@ -30,6 +30,9 @@ class Step:
     wait: timedelta
     condition: str | None
     offer: str | None
+    # template -> SMS parts its longest rendered sample needs (campaignctl.sms);
+    # an sms channel's cost is per part. Set by the planner, empty = 1 part.
+    sms_parts: Mapping[str, int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -171,23 +174,33 @@ def channel_options(project: Project, step: Step) -> list[tuple[float, str, str,
     step has a template for."""
     if step.channel != "cheapest":
         channel = project.channels[step.channel]
-        return [(channel.cost, channel.name, channel.kind, step.template or "")]
+        template = step.template or ""
+        return [(message_cost(channel, template, step), channel.name, channel.kind, template)]
     options = [
-        (channel.cost, channel.name, channel.kind, step.templates[channel.kind])
+        (message_cost(channel, step.templates[channel.kind], step), channel.name, channel.kind, step.templates[channel.kind])
         for channel in project.channels.values()
         if channel.kind in step.templates
     ]
     return sorted(options)
 
 
-def resolve_channel(project: Project, step: Step, fact: CustomerFact | None, unsubscribed: frozenset | set,
+def message_cost(channel, template: str, step: Step) -> float:
+    """The channel's cost for one message: per part for kind sms."""
+    if channel.kind == "sms":
+        return round(channel.cost * step.sms_parts.get(template, 1), 6)
+    return channel.cost
+
+
+def resolve_channel(project: Project, step: Step, fact: CustomerFact | None, opted_out: Mapping[tuple[int, str], str],
                     customer_id: int) -> tuple[str, str, float] | str:
     """(channel, template, cost) for this customer, or the rule that held the
-    step back (for "cheapest": the reason of its cheapest option)."""
+    step back (for "cheapest": the reason of its cheapest option).
+    ``opted_out``: (customer, channel kind) -> what state says keeps them off
+    that kind ("unsubscribed", "address_invalid"), from planner.core.held_by_state."""
     reasons = []
     for cost, name, kind, template in channel_options(project, step):
-        if (customer_id, kind) in unsubscribed:
-            reasons.append("unsubscribed")
+        if rule := opted_out.get((customer_id, kind)):
+            reasons.append(rule)
             continue
         if fact is None:
             reasons.append("no_contact")

@@ -11,18 +11,20 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from ..facts import CustomerFacts, event_lookback
 from ..model import Project
+from ..offers.history import CustomerHistory, HistorySpec
 from ..segments.evaluate import Audiences
-from . import gate
+from ..sms import SmsEstimate
+from . import economics, gate, promo, sms_parts
 from .cascades import Flow, Step, condition_holds, goal_reached, resolve_channel, unless_happened
 from .forecast import Forecast
-from .hashing import CONTROL, HOLDOUT, TREATMENT, arm_of, campaign_versions, group_of, message_key, window_of
+from .hashing import CONTROL, HOLDOUT, TREATMENT, arms_of, assignments, campaign_versions, groups_of, message_key, window_of
 from .plan import (
     CHANGE,
     CREATE,
@@ -110,18 +112,29 @@ class _Candidate:
     key: str
 
 
+def held_by_state(state: StateSnapshot) -> dict[tuple[int, str], str]:
+    """(customer, channel kind) -> the rule that keeps them off that kind for
+    good, from what state recorded: an unsubscribe, or an address the provider
+    said is gone (held back as "address_invalid"). An unsubscribe wins."""
+    held = {(int(c), kind): "address_invalid" for c, kind in state.address_invalid}
+    held.update(((int(c), kind), "unsubscribed") for c, kind in state.unsubscribed)
+    return held
+
+
 class _Planner:
     def __init__(self, project: Project, audiences: Audiences, state: StateSnapshot, now: datetime,
-                 facts: CustomerFacts, versions: Mapping[str, tuple[str, Mapping[str, Any]]]):
+                 facts: CustomerFacts, versions: Mapping[str, tuple[str, Mapping[str, Any]]], sms: Sequence[SmsEstimate] = ()):
         self.project, self.audiences, self.state, self.now, self.facts = project, audiences, state, now, facts
         self.tz = project.timezone
         self.policies = project.policies
         self.versions = versions
         self.flows = {name: Flow.from_definition(name, version, definition) for name, (version, definition) in sorted(versions.items())}
+        self.sms = sms
+        self.flows = sms_parts.price_flows(self.flows, sms)
         self.enrolled: dict[str, dict[int, SnapshotEnrollment]] = defaultdict(dict)
         for e in sorted(state.enrollments, key=lambda e: (e.campaign, e.customer_id)):
             self.enrolled[e.campaign][int(e.customer_id)] = e
-        self.unsubscribed = frozenset((int(c), kind) for c, kind in state.unsubscribed)
+        self.unsubscribed = held_by_state(state)
         self.outcomes = state.outcomes
         self.rows: dict[tuple[str, int], tuple[_Row, Flow]] = {}
         self.held: Counter = Counter()
@@ -129,6 +142,38 @@ class _Planner:
         self.violations: list[Violation] = []
         self.old_flows: dict[tuple[str, str], Flow | None] = {}
         self.lookback = event_lookback(project)
+        self._assigned: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._draws: tuple[np.ndarray, np.ndarray] | None = None
+        self.kinds = tuple(sorted({channel.kind for channel in project.channels.values()}))
+        self._reach: dict[int, tuple] = {}
+        self._resolved: dict[tuple[int, tuple], tuple[str, str, float] | str] = {}
+        self._inactive: dict[int, bool] = {}
+
+    # ------------------------------------------------------------------ per-customer facts, memoised
+
+    def reach_key(self, customer_id: int) -> tuple:
+        """Everything that decides which channels reach a customer (per channel
+        kind: unsubscribed, address gone, no contact or consent, or reachable): customers
+        with equal keys resolve every step to the same channel."""
+        key = self._reach.get(customer_id)
+        if key is None:
+            fact = self.facts.get(customer_id)
+            key = tuple(self.unsubscribed.get((customer_id, kind)) or ("no_contact" if fact is None else fact.reachable(kind))
+                        for kind in self.kinds)
+            self._reach[customer_id] = key
+        return key
+
+    def resolve(self, step: Step, customer_id: int) -> tuple[str, str, float] | str:
+        """resolve_channel, computed once per step and reach key."""
+        memo = (id(step), self.reach_key(customer_id))
+        if memo not in self._resolved:
+            self._resolved[memo] = resolve_channel(self.project, step, self.facts.get(customer_id), self.unsubscribed, customer_id)
+        return self._resolved[memo]
+
+    def inactive_now(self, customer_id: int) -> bool:
+        if customer_id not in self._inactive:
+            self._inactive[customer_id] = gate.inactive(self.facts.get(customer_id), self.now, self.policies.suppress_inactive_days)
+        return self._inactive[customer_id]
 
     # ------------------------------------------------------------------ changes
 
@@ -157,7 +202,7 @@ class _Planner:
         key = (campaign, version)
         if key not in self.old_flows:
             definition = self.state.definitions.get(f"{campaign}/{version}")
-            self.old_flows[key] = Flow.from_definition(campaign, version, definition) if definition else None
+            self.old_flows[key] = sms_parts.price_flow(Flow.from_definition(campaign, version, definition) if definition else None, self.sms)
             if definition is None:
                 self.violations.append(Violation(
                     "missing_definition", campaign,
@@ -211,24 +256,40 @@ class _Planner:
             eligible = np.setdiff1d(eligible, np.asarray(excluded, dtype=np.int64), assume_unique=True)
         return np.asarray(members), np.sort(eligible)
 
+    def assigned(self, flow: Flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(eligible ids, their groups, their arms) of a campaign, drawn once per plan."""
+        if flow.campaign not in self._assigned:
+            _, eligible = self.eligible(flow)
+            draws = self.holdout_draws(eligible) if self.policies.global_holdout > 0 else None
+            groups = groups_of(self.project.name, flow.campaign, eligible, holdout=self.policies.global_holdout,
+                               control=flow.control, holdout_draws=draws)
+            arms = np.full(len(eligible), None, dtype=object)
+            treated = groups == TREATMENT
+            arms[treated] = arms_of(self.project.name, flow.campaign, eligible[treated], [(a.name, a.weight) for a in flow.arms])
+            self._assigned[flow.campaign] = (eligible, groups, arms)
+        return self._assigned[flow.campaign]
+
+    def holdout_draws(self, ids: np.ndarray) -> np.ndarray:
+        """The global-holdout draw of each of ``ids`` (sorted); one draw per customer per plan."""
+        if self._draws is None:
+            members = [np.asarray(m, dtype=np.int64) for m in self.audiences.members.values()]
+            known = np.unique(np.concatenate(members)) if members else np.empty(0, dtype=np.int64)
+            self._draws = (known, assignments(self.project.name, "", known))
+        known, draws = self._draws
+        at = np.searchsorted(known, ids)
+        return draws[at]
+
     def enter(self, flow: Flow) -> CampaignAudience:
-        members, eligible = self.eligible(flow)
+        members, _ = self.eligible(flow)
+        eligible, group_array, arm_array = self.assigned(flow)
         existing = self.enrolled.get(flow.campaign, {})
-        arms = [(arm.name, arm.weight) for arm in flow.arms]
-        groups: Counter = Counter()
-        arm_counts: Counter = Counter()
-        assigned: dict[int, tuple[str, str | None]] = {}
-        for c in eligible.tolist():
-            group = group_of(self.project.name, flow.campaign, c, holdout=self.policies.global_holdout, control=flow.control)
-            arm = arm_of(self.project.name, flow.campaign, c, arms) if group == TREATMENT else None
-            assigned[c] = (group, arm)
-            groups[group] += 1
-            if arm:
-                arm_counts[arm] += 1
+        groups = Counter(group_array.tolist())
+        arm_counts = Counter(arm for arm in arm_array.tolist() if arm)
+        assigned = dict(zip(eligible.tolist(), zip(group_array.tolist(), arm_array.tolist())))
         entering = suppressed = 0
         if flow.enabled:
             for customer_id, at in entries(flow, eligible.tolist(), existing, self.facts, self.now, self.tz, self.lookback):
-                if gate.inactive(self.facts.get(customer_id), self.now, self.policies.suppress_inactive_days):
+                if self.inactive_now(customer_id):
                     suppressed += 1
                     self.held[(flow.campaign, gate.SUPPRESSED)] += 1
                     continue
@@ -258,7 +319,7 @@ class _Planner:
                 row.mark(SKIP)
                 return
             fact = self.facts.get(row.customer_id)
-            if gate.inactive(fact, self.now, self.policies.suppress_inactive_days):
+            if self.inactive_now(row.customer_id):
                 self.held[(flow.campaign, gate.SUPPRESSED)] += 1
                 row.exit(gate.SUPPRESSED)
                 return
@@ -272,7 +333,7 @@ class _Planner:
             if not condition_holds(step.condition, self.outcomes.get(row.last_message_key) if row.last_message_key else None):
                 row.advance(flow, row.next_step_at, SKIP)
                 continue
-            resolved = resolve_channel(self.project, step, fact, self.unsubscribed, row.customer_id)
+            resolved = self.resolve(step, row.customer_id)
             if isinstance(resolved, str):
                 self.held[(flow.campaign, resolved)] += 1
                 row.advance(flow, row.next_step_at, SKIP)
@@ -356,7 +417,9 @@ class _Planner:
                 ))
 
     def forecast(self) -> Forecast:
-        forecast = Forecast(self.project, self.now, self.facts, self.unsubscribed)
+        """Later steps of enrollments this plan leaves untouched."""
+        forecast = Forecast(self.project, self.now, self.facts, self.unsubscribed, self.resolve)
+        alike: dict = {}
         for name in sorted(self.enrolled):
             flow = self.flows.get(name)
             if flow is None or not flow.enabled:
@@ -365,15 +428,31 @@ class _Planner:
                 if (name, customer_id) in self.rows or e.status != ACTIVE or e.group != TREATMENT:
                     continue
                 run = flow if e.version == flow.version else (self.old_flows.get((name, e.version)) or flow)
-                forecast.cascade(run, customer_id, e.step, e.next_step_at)
+                self.alike(alike, run, customer_id, e.step, e.next_step_at)
+        self.forecast_alike(forecast, alike)
         return forecast
+
+    def alike(self, groups: dict, flow: Flow, customer_id: int, step: int, due: datetime | None) -> None:
+        """Count an enrollment into ``groups``: those with equal flow, step, due time
+        and reach key forecast the same messages, so each group is walked once."""
+        key = (id(flow), step, due, self.reach_key(customer_id))
+        if key in groups:
+            groups[key][0] += 1
+        else:
+            groups[key] = [1, flow, customer_id]
+
+    def forecast_alike(self, forecast: Forecast, groups: dict) -> None:
+        for (_, step, due, _), (count, flow, customer_id) in groups.items():
+            forecast.cascade(flow, customer_id, step, due, count)
 
     def forecast_messages(self, forecast: Forecast, messages: list[MessageAction]) -> None:
         for message in messages:
             forecast.add(self.now, message.channel, message.cost)
-        for (_, _), (row, flow) in sorted(self.rows.items()):
+        alike: dict = {}
+        for (_, _), (row, flow) in self.rows.items():
             if flow is not None and flow.enabled and row.status == ACTIVE and row.group == TREATMENT:
-                forecast.cascade(flow, row.customer_id, row.step, row.next_step_at)
+                self.alike(alike, flow, row.customer_id, row.step, row.next_step_at)
+        self.forecast_alike(forecast, alike)
 
     def forecast_broadcasts(self, forecast: Forecast) -> None:
         for name, flow in self.flows.items():
@@ -383,15 +462,15 @@ class _Planner:
             if not (self.now < at < forecast.end):
                 continue
             existing = self.enrolled.get(name, {})
-            arms = [(arm.name, arm.weight) for arm in flow.arms]
-            for c in self.eligible(flow)[1].tolist():
-                if not may_enter(flow, existing.get(c), at):
+            eligible, groups, arms = self.assigned(flow)
+            alike: dict = {}
+            for c, group, arm in zip(eligible.tolist(), groups.tolist(), arms.tolist()):
+                if group != TREATMENT or not may_enter(flow, existing.get(c), at):
                     continue
                 if gate.inactive(self.facts.get(c), at, self.policies.suppress_inactive_days):
                     continue
-                if group_of(self.project.name, name, c, holdout=self.policies.global_holdout, control=flow.control) != TREATMENT:
-                    continue
-                forecast.cascade(flow, c, 0, flow.first_due(at, arm_of(self.project.name, name, c, arms)))
+                self.alike(alike, flow, c, 0, flow.first_due(at, arm))
+            self.forecast_alike(forecast, alike)
 
     def monthly_violation(self, forecast: Forecast) -> None:
         limit = self.policies.monthly_budget
@@ -410,14 +489,21 @@ class _Planner:
 
 
 def plan(project: Project, audiences: Audiences, state: StateSnapshot, now: datetime, facts: CustomerFacts, *,
-         versions: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None) -> Plan:
-    """What apply would do at ``now`` (a naive ``now`` is project-local time)."""
+         versions: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None, sms: Sequence[SmsEstimate] = (),
+         history: Mapping[HistorySpec, CustomerHistory] | None = None) -> Plan:
+    """What apply would do at ``now`` (a naive ``now`` is project-local time).
+    ``sms``: parts per SMS template (campaignctl.sms.estimate_sms_templates);
+    without it every SMS is costed as one part. ``history``: the order history
+    of the audiences (campaignctl.offers.history.load_history for
+    economics.needed_history(project)); with it the plan forecasts every
+    campaign with an offer and checks policies.drr_limits, without it neither."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=ZoneInfo(project.timezone))
     now = now.astimezone(UTC).replace(microsecond=0)
     if versions is None:
         versions = campaign_versions(project)
-    planner = _Planner(project, audiences, state, now, facts, versions)
+    planner = _Planner(project, audiences, state, now, facts, versions, sms)
+    planner.violations += sms_parts.violations(planner.flows, sms)
     changes = planner.campaign_changes()
     audience_rows = []
     for flow in planner.flows.values():
@@ -433,7 +519,12 @@ def plan(project: Project, audiences: Audiences, state: StateSnapshot, now: date
     planner.forecast_messages(forecast, messages)
     planner.forecast_broadcasts(forecast)
     planner.monthly_violation(forecast)
+    offer_rows: list = []
+    if history is not None:
+        offer_rows, drr_violations = economics.offer_forecasts(planner, history)
+        planner.violations += drr_violations
     enrollments = tuple(row.result() for (_, _), (row, _) in sorted(planner.rows.items()) if row.action is not None)
+    planner.violations += promo.pool_violations(project, messages, enrollments, state, now)
     return Plan(
         format_version=FORMAT_VERSION,
         project=project.name,
@@ -449,4 +540,6 @@ def plan(project: Project, audiences: Audiences, state: StateSnapshot, now: date
         held_back=tuple(HeldBack(campaign, rule, count) for (campaign, rule), count in sorted(planner.held.items())),
         forecast=forecast.result(),
         violations=tuple(sorted(planner.violations, key=lambda v: (v.rule, v.campaign or "", v.message))),
+        sms_templates=sms_parts.used_estimates(planner.flows, sms),
+        offer_forecast=tuple(sorted(offer_rows, key=lambda row: (row.campaign, row.arm or ""))),
     )

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Callable, Mapping
 from zoneinfo import ZoneInfo
 
-from .cascades import Flow, resolve_channel
+from .cascades import Flow, Step, resolve_channel
 from .plan import ForecastCell
 
 HORIZON_DAYS = 7
@@ -25,7 +26,8 @@ class Forecast:
     project: object
     now: datetime
     facts: object
-    unsubscribed: frozenset
+    unsubscribed: Mapping[tuple[int, str], str]  # planner.core.held_by_state
+    resolver: Callable[[Step, int], tuple[str, str, float] | str] | None = None  # (step, customer) -> channel; memoised by the planner
     cells: dict[tuple[date, str], list] = field(default_factory=lambda: defaultdict(lambda: [0, 0.0]))
 
     def __post_init__(self) -> None:
@@ -34,22 +36,28 @@ class Forecast:
         self.days = [self.today + timedelta(days=i) for i in range(HORIZON_DAYS)]
         self.end = datetime.combine(self.days[-1] + timedelta(days=1), datetime.min.time(), tzinfo=self.zone)
 
-    def add(self, at: datetime, channel: str, cost: float) -> None:
+    def add(self, at: datetime, channel: str, cost: float, count: int = 1) -> None:
         day = max(at, self.now).astimezone(self.zone).date()
         if day in self.days:
             cell = self.cells[(day, channel)]
-            cell[0] += 1
-            cell[1] += cost
+            cell[0] += count
+            cell[1] += cost * count
 
-    def cascade(self, flow: Flow, customer_id: int, step: int, due: datetime | None) -> None:
-        """Every step from ``step`` on, from ``due``, while inside the horizon."""
+    def cascade(self, flow: Flow, customer_id: int, step: int, due: datetime | None, count: int = 1) -> None:
+        """Every step from ``step`` on, from ``due``, while inside the horizon;
+        ``count`` customers who reach the same channels as ``customer_id``."""
         fact = self.facts.get(customer_id)
         while due is not None and step < len(flow.steps) and due < self.end:
-            resolved = resolve_channel(self.project, flow.steps[step], fact, self.unsubscribed, customer_id)
+            resolved = self.resolve(flow.steps[step], fact, customer_id)
             if not isinstance(resolved, str):
-                self.add(due, resolved[0], resolved[2])
+                self.add(due, resolved[0], resolved[2], count)
             due = flow.next_due(step + 1, max(due, self.now))
             step += 1
+
+    def resolve(self, step: Step, fact, customer_id: int) -> tuple[str, str, float] | str:
+        if self.resolver is not None:
+            return self.resolver(step, customer_id)
+        return resolve_channel(self.project, step, fact, self.unsubscribed, customer_id)
 
     def result(self) -> tuple[ForecastCell, ...]:
         return tuple(

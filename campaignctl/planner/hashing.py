@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from ..model import Project
 from .snapshot import canonical_json, plain
 
@@ -25,6 +27,40 @@ def assignment(salt: str, campaign: str, customer_id: int | str) -> float:
     sha256("{salt}/{campaign}/{customer_id}") as a big-endian integer / 2**64."""
     digest = hashlib.sha256(f"{salt}/{campaign}/{customer_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def assignments(salt: str, campaign: str, customer_ids: np.ndarray) -> np.ndarray:
+    """:func:`assignment` for many customers at once (float64, same values):
+    the planner draws for every eligible customer of every campaign."""
+    prefix = f"{salt}/{campaign}/".encode()
+    sha256 = hashlib.sha256
+    digests = b"".join([sha256(prefix + str(c).encode()).digest()[:8] for c in customer_ids.tolist()])
+    return np.frombuffer(digests, dtype=">u8").astype(np.float64) / 2.0**64
+
+
+def groups_of(project_name: str, campaign: str, customer_ids: np.ndarray, *, holdout: float, control: float,
+              holdout_draws: np.ndarray | None = None) -> np.ndarray:
+    """:func:`group_of` for many customers: an array of HOLDOUT, CONTROL and
+    TREATMENT. ``holdout_draws`` (assignments(project, "", ids)) may be given
+    when already known: they are the same for every campaign."""
+    groups = np.full(len(customer_ids), TREATMENT, dtype=object)
+    if control > 0:
+        groups[assignments(project_name, campaign, customer_ids) < control] = CONTROL
+    if holdout > 0:
+        draws = assignments(project_name, "", customer_ids) if holdout_draws is None else holdout_draws
+        groups[draws < holdout] = HOLDOUT
+    return groups
+
+
+def arms_of(project_name: str, campaign: str, customer_ids: np.ndarray, arms: Sequence[tuple[str, float]]) -> np.ndarray:
+    """:func:`arm_of` for many customers: an array of arm names (None without arms)."""
+    if not arms:
+        return np.full(len(customer_ids), None, dtype=object)
+    weights = np.array([weight for _, weight in arms], dtype=np.float64)
+    u = assignments(project_name + ARM_SALT_SUFFIX, campaign, customer_ids) * weights.sum()
+    # The first arm whose cumulative weight exceeds u, as arm_of walks them.
+    index = np.minimum(np.searchsorted(np.cumsum(weights), u, side="right"), len(arms) - 1)
+    return np.array([name for name, _ in arms], dtype=object)[index]
 
 
 @lru_cache(maxsize=1 << 21)
@@ -70,7 +106,7 @@ def campaign_definition(project: Project, name: str) -> dict[str, Any]:
     version. This is what state records per version, and what ``continue``
     runs old enrollments from."""
     campaign = project.campaigns[name]
-    spec = _strip(plain(campaign.spec))
+    spec = _without_forecast(_strip(plain(campaign.spec)))
     if campaign.cascade:
         cascade = _strip(plain(project.cascades[campaign.cascade].spec))
     else:
@@ -97,7 +133,7 @@ def campaign_definition(project: Project, name: str) -> dict[str, Any]:
         "cascade": cascade,
         "segments": {key: segments[key] for key in sorted(segments)},
         "features": {key: features[key] for key in sorted(features)},
-        "offers": {key: _strip(plain(project.offers[key].spec)) for key in sorted(offers) if key in project.offers},
+        "offers": {key: _without_forecast(_strip(plain(project.offers[key].spec))) for key in sorted(offers) if key in project.offers},
         "templates": {key: _template(project, key) for key in sorted(templates) if key in project.templates},
     }
 
@@ -114,6 +150,12 @@ def campaign_versions(project: Project) -> dict[str, tuple[str, dict[str, Any]]]
         definition = campaign_definition(project, name)
         found[name] = (definition_version(definition), definition)
     return found
+
+
+def _without_forecast(spec: dict[str, Any]) -> dict[str, Any]:
+    # Forecast overrides change what plan predicts, not what is sent: tuning
+    # them must not make a new version (and stop or migrate enrollments).
+    return {key: value for key, value in spec.items() if key != "forecast"}
 
 
 def _strip(value: Any) -> Any:

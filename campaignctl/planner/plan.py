@@ -17,6 +17,8 @@ from datetime import date, datetime
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from ..sms import SmsEstimate
+
 FORMAT_VERSION = 1
 
 # CampaignChange.action
@@ -107,7 +109,7 @@ class Deferral:
 @dataclass(frozen=True)
 class HeldBack:
     campaign: str
-    rule: str  # suppressed_inactive | unsubscribed | no_consent | no_contact | frequency_cap | budget
+    rule: str  # suppressed_inactive | unsubscribed | address_invalid | no_consent | no_contact | frequency_cap | budget
     count: int
 
 
@@ -120,8 +122,46 @@ class ForecastCell:
 
 
 @dataclass(frozen=True)
+class OfferForecast:
+    """The economics of one campaign (and arm) with an offer: audience x
+    conversion x check against the offer's cost and the messages (docs/plan.md,
+    "Offer forecast"). Money is rounded to 2 places, shares to 6, DRR to 4."""
+
+    campaign: str
+    arm: str | None
+    offer: str
+    offer_kind: str  # fixed_discount | percent_discount | basket_discount | bonus_points | cashback | gift
+    limit_kind: str  # discount | bonus: which drr_limits entry applies
+    terms: str  # the offer in a few words: "250 off from 2,000"
+    lookback_days: float  # history read for conversion, check and items
+    window_days: float  # conversion = share of customers ordering within a window this long
+    audience: int  # treated customers who would be messaged (not held out, not in control, not suppressed)
+    reached: int  # of them, reachable by at least one step
+    conversion: float  # share of the reached expected to buy
+    conversion_from: str  # history | offer | campaign: where the conversion came from
+    average_check: float  # the audience's average check in the look-back (or the override)
+    check: float  # the check a buyer is expected to make (raised to the threshold)
+    items: float  # items in it
+    threshold: float | None  # min_check of the offer
+    amount: float  # incentive per buyer
+    redemption_rate: float  # share of buyers' incentive expected to be used
+    buyers: float  # reached x conversion
+    revenue: float  # buyers x check
+    incentive_cost: float  # buyers x amount x redemption_rate
+    message_cost: float  # every step x its channel's cost x the customers it reaches
+    cost: float  # incentive_cost + message_cost
+    drr: float | None  # cost / revenue (None without revenue)
+    limit: float  # policies.drr_limits[limit_kind]
+    payback: float | None  # revenue / cost (None without cost)
+
+    @property
+    def over_limit(self) -> bool:
+        return (self.drr is not None and self.drr > self.limit) or (self.drr is None and self.cost > 0)
+
+
+@dataclass(frozen=True)
 class Violation:
-    rule: str  # budget | monthly_budget | broadcast_missed | missing_definition | missing_facts
+    rule: str  # budget | monthly_budget | broadcast_missed | missing_definition | missing_facts | sms_parts | template
     campaign: str | None
     message: str
     numbers: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
@@ -143,6 +183,8 @@ class Plan:
     held_back: tuple[HeldBack, ...] = ()
     forecast: tuple[ForecastCell, ...] = ()
     violations: tuple[Violation, ...] = ()
+    sms_templates: tuple[SmsEstimate, ...] = ()  # parts per SMS template a campaign uses (cost = parts x channel cost)
+    offer_forecast: tuple[OfferForecast, ...] = ()  # per campaign (and arm) with an offer: revenue, cost, DRR
 
     # -- summaries the renderers and the CLI share
 

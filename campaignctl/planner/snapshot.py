@@ -55,9 +55,14 @@ class StateSnapshot:
     enrollments: tuple[SnapshotEnrollment, ...] = ()  # one per (campaign, customer): the latest, any status
     recent_sends: tuple[SentMessage, ...] = ()
     unsubscribed: frozenset[tuple[int, str]] = frozenset()  # (customer_id, channel kind)
+    # (customer_id, channel kind) whose address the provider said is gone (a bounce with address_invalid)
+    address_invalid: frozenset[tuple[int, str]] = frozenset()
     outcomes: Mapping[str, frozenset[str]] = field(default_factory=_empty)  # message key -> outcome types
     spend: Mapping[str, float] = field(default_factory=_empty)  # campaign -> spent so far (messages and incentives)
     spend_this_month: float = 0.0  # the whole project, in the current calendar month (project time zone)
+    promo_codes_left: Mapping[str, int] = field(default_factory=_empty)  # promo pool -> codes it can still hand out
+    # promo pool -> who holds its codes: issue keys campaign/customer/offer, or campaign/*/offer for a shared code
+    promo_code_holders: Mapping[str, frozenset[str]] = field(default_factory=_empty)
 
     def fingerprint(self) -> str:
         """sha256 over a canonical, sorted rendering: equal snapshots, equal fingerprints,
@@ -82,11 +87,15 @@ class StateSnapshot:
             yield f"sent\t{s.customer_id}\t{_text(s.sent_at)}\t{s.channel}\t{s.campaign}"
         for customer_id, kind in sorted(self.unsubscribed):
             yield f"unsubscribed\t{customer_id}\t{kind}"
+        for customer_id, kind in sorted(self.address_invalid):
+            yield f"address_invalid\t{customer_id}\t{kind}"
         for key in sorted(self.outcomes):
             yield f"outcomes\t{key}\t{','.join(sorted(self.outcomes[key]))}"
         for campaign in sorted(self.spend):
             yield f"spend\t{campaign}\t{float(self.spend[campaign])!r}"
         yield f"spend_this_month\t{float(self.spend_this_month)!r}"
+        for pool in sorted(self.promo_codes_left):  # holders change only with these counts
+            yield f"promo_codes_left\t{pool}\t{int(self.promo_codes_left[pool])}"
 
 
 def _text(value: Any) -> str:

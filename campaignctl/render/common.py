@@ -84,3 +84,44 @@ def forecast_table(plan: Plan) -> tuple[list[str], list[tuple[str, list[int], fl
         cells = days[day]
         rows.append((day, [cells.get(channel, (0, 0.0))[0] for channel in channels], sum(cost for _, cost in cells.values())))
     return channels, rows
+
+
+def sms_rows(plan: Plan) -> list[tuple[str, int, str, int | None, int, float]]:
+    """(template, parts, encoding, max_parts, messages now, their cost) per SMS template the plan costs by parts."""
+    sent: dict[str, list] = {}
+    for message in plan.messages:
+        totals = sent.setdefault(message.template, [0, 0.0])
+        totals[0] += 1
+        totals[1] += message.cost
+    rows = []
+    for estimate in plan.sms_templates:
+        n, cost = sent.get(estimate.template, (0, 0.0))
+        rows.append((estimate.template, estimate.parts, estimate.encoding, estimate.max_parts, n, round(cost, 6)))
+    return rows
+
+
+
+OFFER_COLUMNS = ("campaign", "offer", "audience", "threshold", "amount", "conversion", "check", "revenue", "cost", "DRR", "limit", "payback")
+
+
+def offer_forecast_rows(plan: Plan) -> list[tuple[str, ...]]:
+    """The offer forecast as text cells, in OFFER_COLUMNS order; DRR over its limit ends with " !"."""
+    cur = plan.currency
+    rows = []
+    for row in plan.offer_forecast:
+        drr = f"{row.drr:.1%}" if row.drr is not None else "—"
+        rows.append((
+            row.campaign + (f" / {row.arm}" if row.arm else ""),
+            f"{row.offer}: {row.terms}",
+            f"{row.audience:,}",
+            money(row.threshold, cur) if row.threshold is not None else "—",
+            money(row.amount, cur),
+            f"{row.conversion:.2%}",
+            money(row.check, cur),
+            money(row.revenue, cur),
+            money(row.cost, cur),
+            drr + (" !" if row.over_limit else ""),
+            f"{row.limit:.0%}",
+            f"{row.payback:,.1f}x" if row.payback is not None else "—",
+        ))
+    return rows

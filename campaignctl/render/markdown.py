@@ -5,7 +5,18 @@ the forecast, and the per-campaign detail folded in ``<details>``."""
 from __future__ import annotations
 
 from ..planner.plan import CHANGE, CREATE, REMOVE, Plan
-from .common import change_text, count, deferred_by_campaign, forecast_table, held_by_campaign, money, summary_line
+from .common import (
+    OFFER_COLUMNS,
+    change_text,
+    count,
+    deferred_by_campaign,
+    forecast_table,
+    held_by_campaign,
+    money,
+    offer_forecast_rows,
+    sms_rows,
+    summary_line,
+)
 
 ICON = {CREATE: "➕ new", CHANGE: "✏️ changed", REMOVE: "➖ removed"}
 
@@ -56,6 +67,19 @@ def render_markdown(plan: Plan) -> str:
             n, cost = by_channel.get(channel, (0, 0.0))
             wn, wcost = week.get(channel, (0, 0.0))
             out.append(f"| {channel} | {n:,} | {money(cost, cur)} | {wn:,} | {money(wcost, cur)} |")
+        out.append("")
+    sms = sms_rows(plan)
+    if sms:
+        out += ["| SMS template | parts | encoding | max parts | messages now | cost now |", "|---|--:|---|--:|--:|--:|"]
+        for template, parts, coding, max_parts, n, cost in sms:
+            out.append(f"| `{template}` | {parts} | {coding} | {max_parts if max_parts is not None else '—'} | {n:,} | {money(cost, cur)} |")
+        out.append("")
+    offers = offer_forecast_rows(plan)
+    if offers:
+        out += ["**Offer forecast** (audience × conversion × check against the offer and the messages; DRR = cost / revenue)", "",
+                "| " + " | ".join(OFFER_COLUMNS) + " |", "|---|---|" + "--:|" * (len(OFFER_COLUMNS) - 2)]
+        for cells in offers:
+            out.append("| " + " | ".join(cells).replace("!", "⚠️") + " |")
         out.append("")
     out += ["<details><summary>Per-campaign detail</summary>", ""]
     held = held_by_campaign(plan)

@@ -5,7 +5,18 @@ forecast, violations, and the summary line last."""
 from __future__ import annotations
 
 from ..planner.plan import CHANGE, CREATE, REMOVE, UNCHANGED, Plan
-from .common import change_text, count, deferred_by_campaign, forecast_table, held_by_campaign, money, summary_line
+from .common import (
+    OFFER_COLUMNS,
+    change_text,
+    count,
+    deferred_by_campaign,
+    forecast_table,
+    held_by_campaign,
+    money,
+    offer_forecast_rows,
+    sms_rows,
+    summary_line,
+)
 
 MARK = {CREATE: "+", CHANGE: "~", REMOVE: "-", UNCHANGED: " "}
 
@@ -40,6 +51,12 @@ def render_text(plan: Plan) -> str:
             out.append(f"    {campaign}: {parts}")
     else:
         out.append("  none")
+    sms = sms_rows(plan)
+    if sms:
+        out += ["", "SMS templates (cost per part):"]
+        for template, parts, coding, max_parts, n, cost in sms:
+            limit = f" of max {max_parts}" if max_parts is not None else ""
+            out.append(f"  {template}: {parts} part(s){limit}, {coding}; {n:,} now, {money(cost, cur)}")
     deferred = deferred_by_campaign(plan)
     if deferred:
         out += ["", f"Deferred ({count(len(plan.deferred), 'message')}, sent later, never dropped):"]
@@ -57,6 +74,12 @@ def render_text(plan: Plan) -> str:
         out.append("  " + "day         " + "  ".join(f"{channel:>{w}}" for channel, w in zip(channels, widths)) + "  cost")
         for day, counts, cost in rows:
             out.append("  " + f"{day}  " + "  ".join(f"{n:>{w},}" for n, w in zip(counts, widths)) + f"  {money(cost, cur)}")
+    offers = offer_forecast_rows(plan)
+    if offers:
+        out += ["", "Offer forecast (audience x conversion x check against the offer and the messages; DRR = cost / revenue):"]
+        widths = [max(len(cells[i]) for cells in [OFFER_COLUMNS, *offers]) for i in range(len(OFFER_COLUMNS))]
+        for cells in [OFFER_COLUMNS, *offers]:
+            out.append("  " + "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(cells, widths))).rstrip())
     if plan.violations:
         out += ["", "Violations:"]
         for v in plan.violations:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from campaignctl.contracts import OutgoingMessage, SendResult
+from campaignctl.contracts import OutgoingMessage, SendResult, unknown_options
 from campaignctl.hookspecs import hookimpl
 from campaignctl.model import Channel
 
@@ -31,18 +31,26 @@ class OutboxSender:
 
     @classmethod
     def from_config(cls, channel: Channel, project_root: Path) -> "OutboxSender":
+        if problem := unknown_options(channel.options, ("path",), "outbox"):
+            raise ValueError(problem)
         path = Path(channel.options.get("path", f"out/{channel.name}.jsonl"))
         return cls(path if path.is_absolute() else project_root / path, channel.name)
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [self._line(message) for message in messages]
+        refused = {message.key: problem for message in messages if (problem := _address_problem(message.to))}
+        lines = [self._line(message) for message in messages if message.key not in refused]
         with self.path.open("a+b") as sink:
             _drop_torn_line(sink)
             sink.write("".join(lines).encode("utf-8"))
             sink.flush()
             os.fsync(sink.fileno())
-        return [SendResult(message.key, "sent", provider_id=_provider_id(message.key)) for message in messages]
+        return [
+            SendResult(message.key, "permanent_failure", error=refused[message.key], address_invalid=True)
+            if message.key in refused
+            else SendResult(message.key, "sent", provider_id=_provider_id(message.key))
+            for message in messages
+        ]
 
     def lookup(self, keys: Sequence[str]) -> dict[str, str | None]:
         """For each key, its provider id if a complete line for it is in the file,
@@ -71,6 +79,16 @@ class OutboxSender:
 
     def close(self) -> None:
         """Nothing is held open between batches."""
+
+
+def _address_problem(to: str) -> str | None:
+    """Why ``to`` can be no address on any channel, or None: the outbox does not
+    know the channel's address format, only that an address is one line of text."""
+    if not isinstance(to, str) or not to.strip():
+        return "no address"
+    if any(ord(ch) < 32 for ch in to):
+        return f"the address {to!r} has control characters"
+    return None
 
 
 def _provider_id(key: str) -> str:

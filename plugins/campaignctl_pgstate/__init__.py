@@ -54,6 +54,7 @@ LOCK_POLL_SECONDS = 0.1
 
 _SENDABLE = sorted(str(status) for status in SENDABLE)
 _MESSAGE_COLUMNS = "key, campaign, customer_id, channel, step, status, attempts, provider_id, cost, created_at, updated_at, error, payload"
+_OFFER_COLUMNS = "key, campaign, customer_id, offer, code, issued_at, status, pool, expires_at, terms"
 
 
 def _advisory_key(schema: str, purpose: str) -> int:
@@ -313,6 +314,13 @@ class PostgresStateStore:
         )
         return [(customer, channel) for customer, channel in rows]
 
+    def invalid_addresses(self) -> list[tuple[str, str]]:
+        rows = self._conn.execute(
+            "SELECT DISTINCT m.customer_id, m.channel FROM outcomes o JOIN messages m ON m.key = o.message_key"
+            " WHERE o.type = 'bounced' AND o.payload @> '{\"address_invalid\": true}'::jsonb ORDER BY 1, 2"
+        )
+        return [(customer, channel) for customer, channel in rows]
+
     def spend(self, since: datetime | None = None) -> dict[str, float]:
         rows = self._conn.execute(
             "SELECT campaign, sum(cost) FROM messages WHERE status = 'sent' AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)"
@@ -322,21 +330,62 @@ class PostgresStateStore:
         return {campaign: float(total) for campaign, total in rows}
 
     def issue_offers(self, offers: Sequence[IssuedOffer]) -> list[str]:
+        from psycopg.types.json import Jsonb
+
         with self._write():
             rows = self._conn.execute(
-                "INSERT INTO issued_offers SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[])"
+                f"INSERT INTO issued_offers ({_OFFER_COLUMNS}) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+                " %s::timestamptz[], %s::text[], %s::text[], %s::timestamptz[], %s::jsonb[])"
                 " ON CONFLICT DO NOTHING RETURNING key",
                 (
                     [o.key for o in offers], [o.campaign for o in offers], [o.customer_id for o in offers], [o.offer for o in offers],
-                    [o.code for o in offers], [o.issued_at for o in offers], [o.status for o in offers],
+                    [o.code for o in offers], [o.issued_at for o in offers], [o.status for o in offers], [o.pool for o in offers],
+                    [o.expires_at for o in offers], [Jsonb(dict(o.terms)) for o in offers],
                 ),
             ).fetchall()
         new = {key for (key,) in rows}
         return [o.key for o in offers if o.key in new]
 
     def issued_offers(self, campaign: str) -> list[IssuedOffer]:
-        rows = self._conn.execute("SELECT * FROM issued_offers WHERE campaign = %s ORDER BY issued_at, key", (campaign,))
+        rows = self._conn.execute(f"SELECT {_OFFER_COLUMNS} FROM issued_offers WHERE campaign = %s ORDER BY issued_at, key", (campaign,))
         return [IssuedOffer(*row) for row in rows]
+
+    def issued_offers_by_key(self, keys: Sequence[str]) -> list[IssuedOffer]:
+        rows = self._conn.execute(f"SELECT {_OFFER_COLUMNS} FROM issued_offers WHERE key = ANY(%s) ORDER BY key COLLATE \"C\"", (list(keys),))
+        return [IssuedOffer(*row) for row in rows]
+
+    # ------------------------------------------------------------------ promo codes and offer exports
+
+    def hold_promo_codes(self, pool: str, wanted: Mapping[str, str]) -> dict[str, str]:
+        holders = list(wanted)
+        with self._write():
+            # ON CONFLICT DO NOTHING without a target covers both the primary key
+            # (a code held already) and the unique holder index.
+            self._conn.execute(
+                "INSERT INTO promo_codes (pool, code, holder, held_at) SELECT %s, c, h, %s FROM unnest(%s::text[], %s::text[]) AS w(h, c)"
+                " ON CONFLICT DO NOTHING",
+                (pool, self._now(), holders, list(wanted.values())),
+            )
+            rows = self._conn.execute("SELECT holder, code FROM promo_codes WHERE pool = %s AND holder = ANY(%s)", (pool, holders)).fetchall()
+        return dict(rows)
+
+    def promo_codes(self, pool: str) -> dict[str, str]:
+        return dict(self._conn.execute("SELECT holder, code FROM promo_codes WHERE pool = %s", (pool,)).fetchall())
+
+    def unexported_offers(self, sink: str, after: str | None, limit: int) -> list[IssuedOffer]:
+        rows = self._conn.execute(
+            f"SELECT {_OFFER_COLUMNS} FROM issued_offers i WHERE (%(after)s::text IS NULL OR key COLLATE \"C\" > %(after)s)"
+            " AND NOT EXISTS (SELECT 1 FROM offer_exports e WHERE e.sink = %(sink)s AND e.key = i.key)"
+            " ORDER BY key COLLATE \"C\" LIMIT %(limit)s",
+            {"after": after, "sink": sink, "limit": limit},
+        )
+        return [IssuedOffer(*row) for row in rows]
+
+    def mark_offers_exported(self, sink: str, keys: Sequence[str]) -> None:
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO offer_exports SELECT %s, k, %s FROM unnest(%s::text[]) AS k ON CONFLICT DO NOTHING", (sink, self._now(), list(keys))
+            )
 
     # ------------------------------------------------------------------ the apply lock
 

@@ -57,6 +57,7 @@ LOCK_POLL_SECONDS = 0.1
 _STATUSES = {str(status): status for status in MessageStatus}  # a dict lookup: MessageStatus(text) is slow in bulk
 _SENDABLE_SQL = ", ".join(f"'{status}'" for status in sorted(SENDABLE))
 _MESSAGE_COLUMNS = "key, campaign, customer_id, channel, step, status, attempts, provider_id, cost, created_at, updated_at, error, payload"
+_OFFER_COLUMNS = "key, campaign, customer_id, offer, code, issued_at, status, pool, expires_at, terms"
 
 
 class SqliteStateStore:
@@ -312,6 +313,24 @@ class SqliteStateStore:
         )
         return [_message(row) for row in rows]
 
+    def report_tables(self, campaigns: Sequence[str] | None) -> tuple[Any, Any]:
+        """Enrollments and sent messages with their outcome flags as Arrow
+        tables, in one query each (campaignctl.report.collect.ReportTables): at a
+        million enrollments, row objects would cost most of the report's time."""
+        from campaignctl.report.collect import enrollment_table, message_table
+
+        wanted = None if campaigns is None else json.dumps(list(campaigns))
+        in_campaigns = "(?1 IS NULL OR campaign IN (SELECT value FROM json_each(?1)))"
+        enrollments = self._db.execute(
+            f"SELECT campaign, customer_id, grp, arm, entered_at FROM enrollments WHERE {in_campaigns}", (wanted,)).fetchall()
+        messages = self._db.execute(
+            "SELECT m.key, m.campaign, m.customer_id, m.step, m.channel, m.updated_at, m.cost, "
+            "COALESCE(o.delivered, 0), COALESCE(o.opened, 0), COALESCE(o.clicked, 0), COALESCE(o.unsubscribed, 0) "
+            "FROM messages m LEFT JOIN (SELECT message_key, MAX(type = 'delivered') AS delivered, MAX(type = 'opened') AS opened, "
+            "MAX(type = 'clicked') AS clicked, MAX(type = 'unsubscribed') AS unsubscribed FROM outcomes GROUP BY message_key) o "
+            f"ON o.message_key = m.key WHERE m.status = 'sent' AND {in_campaigns.replace('campaign', 'm.campaign')}", (wanted,)).fetchall()
+        return enrollment_table(enrollments), message_table(messages)
+
     def outcome_types(self, keys: Sequence[str]) -> dict[str, frozenset[str]]:
         found: dict[str, set[str]] = {}
         rows = self._db.execute(
@@ -328,6 +347,13 @@ class SqliteStateStore:
         )
         return [(customer, channel) for customer, channel in rows]
 
+    def invalid_addresses(self) -> list[tuple[str, str]]:
+        rows = self._db.execute(
+            "SELECT DISTINCT m.customer_id, m.channel FROM outcomes o JOIN messages m ON m.key = o.message_key"
+            " WHERE o.type = 'bounced' AND json_extract(o.payload, '$.address_invalid') = 1 ORDER BY 1, 2"  # JSON true reads as 1
+        )
+        return [(customer, channel) for customer, channel in rows]
+
     def spend(self, since: datetime | None = None) -> dict[str, float]:
         rows = self._db.execute(
             "SELECT campaign, sum(cost) FROM messages WHERE status = 'sent' AND (?1 IS NULL OR updated_at >= ?1) GROUP BY campaign ORDER BY campaign",
@@ -336,20 +362,62 @@ class SqliteStateStore:
         return {campaign: float(total) for campaign, total in rows}
 
     def issue_offers(self, offers: Sequence[IssuedOffer]) -> list[str]:
-        new = []
         with self._write() as db:
-            for o in offers:
-                cursor = db.execute(
-                    "INSERT INTO issued_offers VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (o.key, o.campaign, o.customer_id, o.offer, o.code, o.issued_at.isoformat(), o.status),
-                )
-                if cursor.rowcount:
-                    new.append(o.key)
-        return new
+            before = db.execute("SELECT max(rowid) FROM issued_offers").fetchone()[0] or 0
+            text = _Memo()  # a batch shares a few timestamps and terms: each is encoded once
+            db.executemany(
+                f"INSERT INTO issued_offers ({_OFFER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(o.key, o.campaign, o.customer_id, o.offer, o.code, text(o.issued_at, _iso), o.status, o.pool, text(o.expires_at, _iso),
+                  text(o.terms, _terms_json)) for o in offers],
+            )
+            # New rows have rowids after every earlier one (one writer at a time).
+            return [key for (key,) in db.execute("SELECT key FROM issued_offers WHERE rowid > ? ORDER BY rowid", (before,))]
 
     def issued_offers(self, campaign: str) -> list[IssuedOffer]:
-        rows = self._db.execute("SELECT * FROM issued_offers WHERE campaign = ? ORDER BY issued_at, key", (campaign,))
-        return [IssuedOffer(key, c, customer, offer, code, _time(at), status) for key, c, customer, offer, code, at, status in rows]
+        rows = self._db.execute(f"SELECT {_OFFER_COLUMNS} FROM issued_offers WHERE campaign = ? ORDER BY issued_at, key", (campaign,))
+        return _issued(rows)
+
+    def issued_offers_by_key(self, keys: Sequence[str]) -> list[IssuedOffer]:
+        rows = self._db.execute(
+            f"SELECT {_OFFER_COLUMNS} FROM issued_offers WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key", (json.dumps(list(keys)),)
+        )
+        return _issued(rows)
+
+    # ------------------------------------------------------------------ promo codes and offer exports
+
+    def hold_promo_codes(self, pool: str, wanted: Mapping[str, str]) -> dict[str, str]:
+        now = self._now()
+        holders = json.dumps(list(wanted))
+        with self._write() as db:
+            # ON CONFLICT DO NOTHING covers both constraints: a code held already
+            # (primary key) and a holder holding one already (unique index).
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO promo_codes (pool, code, holder, held_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(pool, code, holder, now) for holder, code in wanted.items()],
+            )
+            if db.total_changes - before == len(wanted):  # no conflict (the usual case): every holder got its proposal
+                return dict(wanted)
+            rows = db.execute(
+                "SELECT holder, code FROM promo_codes WHERE pool = ? AND holder IN (SELECT value FROM json_each(?))", (pool, holders)
+            )
+            return dict(rows.fetchall())
+
+    def promo_codes(self, pool: str) -> dict[str, str]:
+        return dict(self._db.execute("SELECT holder, code FROM promo_codes WHERE pool = ?", (pool,)).fetchall())
+
+    def unexported_offers(self, sink: str, after: str | None, limit: int) -> list[IssuedOffer]:
+        rows = self._db.execute(
+            f"SELECT {_OFFER_COLUMNS} FROM issued_offers i WHERE (?1 IS NULL OR key > ?1)"
+            " AND NOT EXISTS (SELECT 1 FROM offer_exports e WHERE e.sink = ?2 AND e.key = i.key) ORDER BY key LIMIT ?3",
+            (after, sink, limit),
+        )
+        return _issued(rows)
+
+    def mark_offers_exported(self, sink: str, keys: Sequence[str]) -> None:
+        now = self._now()
+        with self._write() as db:
+            db.executemany("INSERT INTO offer_exports VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [(sink, key, now) for key in keys])
 
     # ------------------------------------------------------------------ the apply lock
 
@@ -428,6 +496,37 @@ def _message(row: tuple) -> Message:
         key, campaign, customer, channel, step, MessageStatus(status), attempts, provider_id, cost, _time(created), _time(updated), error,
         json.loads(payload),
     )
+
+
+class _Memo:
+    """Convert each distinct value once (by identity): rows of a batch share timestamps and terms."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[Any, Any]] = {}
+
+    def __call__(self, value: Any, convert: Callable[[Any], Any]) -> Any:
+        found = self._seen.get(id(value))
+        if found is None or found[0] is not value:
+            found = self._seen[id(value)] = (value, convert(value))
+        return found[1]
+
+
+def _terms_json(terms: Mapping[str, Any]) -> str:
+    return json.dumps(dict(terms), sort_keys=True)
+
+
+def _issued(rows) -> list[IssuedOffer]:
+    times: dict[str | None, datetime | None] = {}
+    terms: dict[str, Any] = {}  # rows of one offer share the terms text; they share the decoded dict too (read-only)
+    found = []
+    for key, campaign, customer, offer, code, issued_at, status, pool, expires_at, terms_text in rows:
+        for text in (issued_at, expires_at):
+            if text not in times:
+                times[text] = _time(text)
+        if terms_text not in terms:
+            terms[terms_text] = json.loads(terms_text)
+        found.append(IssuedOffer(key, campaign, customer, offer, code, times[issued_at], status, pool, times[expires_at], terms[terms_text]))
+    return found
 
 
 _OPTIONS = ("path",)
