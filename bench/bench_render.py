@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("CAMPAIGNCTL_LOAD_PLUGINS", "duckdb,outbox,sqlite")  # only what loading the project needs
+os.environ.setdefault("CAMPAIGNCTL_LOAD_PLUGINS", "duckdb,outbox,sqlite,offer_file")  # only what loading the project needs
 
 from campaignctl.executor import message_context  # noqa: E402
 from campaignctl.planner.plan import MessageAction  # noqa: E402
