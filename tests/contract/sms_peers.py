@@ -79,7 +79,8 @@ class Gateway:
             return 400, {}, {"error": f"unsupported destination {sms['phone']}"}
         with self.lock:
             self.accepted.append(sms)
-            return 200, {}, {"result": {"sms_id": f"gw-{len(self.accepted)}"}}
+            # The id names the message, not the arrival: requests run concurrently.
+            return 200, {}, {"result": {"sms_id": f"gw-{sms.get('client_ref') or len(self.accepted)}"}}
 
     def keys(self) -> list[str]:
         return [sms["client_ref"] for sms in self.accepted]
