@@ -164,6 +164,8 @@ def configure(root: Path, smtp_port: int, base_url: str) -> None:
         },
     }
     config["tracking"]["base_url"] = base_url
+    # Sent at NOW (2026-12-01) while serve checks links against the real clock.
+    config["tracking"]["token_ttl"] = "100y"
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
 

@@ -31,6 +31,7 @@ from campaignctl.serve import PIXEL_GIF, SIGNATURE_HEADER, TrackingServer, sign_
 from campaignctl.tokens import TokenSigner
 
 NOW = datetime(2026, 12, 1, 7, 30, tzinfo=timezone.utc)  # 10:30 in Moscow
+FAR_FUTURE = NOW + timedelta(days=36500)  # token expiry that the real clock serve reads will not reach
 ENV = {"TEST_LINK_SECRET": "s3cr3t-for-links-only-in-tests", "TEST_WEBHOOK_SECRET": "s3cr3t-for-webhooks"}
 
 PROJECT = """\
@@ -47,6 +48,7 @@ tracking:
   base_url: BASE_URL/mail
   secret: ${env:TEST_LINK_SECRET}
   unsubscribe_mailto: unsubscribe@shop.example
+  token_ttl: 100y  # the messages are sent at NOW (2026); serve checks links against the real clock
   links:
     site: https://shop.example/?utm_source=email
     game: https://shop.example/game
@@ -245,13 +247,13 @@ def test_tampered_expired_and_other_purpose_tokens_change_nothing(served):
     signer = TokenSigner(ENV["TEST_LINK_SECRET"])
     victim = served.messages[6]["key"]  # someone else's message, forged into a valid-looking token
     body, signature = token.split(".")
-    forged_body = signer.sign("unsubscribe", victim, NOW + timedelta(days=60)).split(".")[0]
+    forged_body = signer.sign("unsubscribe", victim, FAR_FUTURE).split(".")[0]
     attempts = {
         "tampered": (f"{prefix}/{forged_body}.{signature}", 400),
         "flipped signature": (f"{prefix}/{body}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}", 400),
-        "wrong secret": (f"{prefix}/{TokenSigner('guess').sign('unsubscribe', message['key'], NOW + timedelta(days=60))}", 400),
+        "wrong secret": (f"{prefix}/{TokenSigner('guess').sign('unsubscribe', message['key'], FAR_FUTURE)}", 400),
         "expired": (f"{prefix}/{signer.sign('unsubscribe', message['key'], datetime.now(timezone.utc) - timedelta(seconds=1))}", 410),
-        "open token": (f"{prefix}/{signer.sign('open', message['key'], NOW + timedelta(days=60))}", 400),
+        "open token": (f"{prefix}/{signer.sign('open', message['key'], FAR_FUTURE)}", 400),
         "garbage": (f"{prefix}/not-a-token", 400),
     }
     for name, (forged, expected) in attempts.items():
@@ -279,7 +281,7 @@ def test_a_forged_click_never_redirects_elsewhere(served):
     url = link(message, "Shop")
     prefix, token = url.rsplit("/", 1)
     body, signature = token.split(".")
-    evil_body = TokenSigner("guess").sign("click", message["key"], NOW + timedelta(days=60), "https://evil.example/").split(".")[0]
+    evil_body = TokenSigner("guess").sign("click", message["key"], FAR_FUTURE, "https://evil.example/").split(".")[0]
     for forged in (f"{prefix}/{evil_body}.{signature}", f"{prefix}/{body}x.{signature}", url + "?next=https://evil.example/"):
         status, headers, _ = call(forged)
         assert "evil.example" not in urlsplit(headers.get("Location") or "").netloc
@@ -474,7 +476,7 @@ def test_a_bad_tracking_section_is_reported_where_it_is(tmp_path):
     assert any(line.startswith("campaignctl.yaml:11:13: base_url:") for line in shown), shown
     assert any(line.startswith("campaignctl.yaml:12:11: secret:") and "${env:NAME}" in line for line in shown), shown
 
-    good = PROJECT.replace("BASE_URL", "https://t.shop.example").replace("  links:", "  token_ttl: 7d\n  links:")
+    good = PROJECT.replace("BASE_URL", "https://t.shop.example").replace("token_ttl: 100y", "token_ttl: 7d")
     (tmp_path / "campaignctl.yaml").write_text(good)
     shown = [str(d) for d in check_project(tmp_path).diagnostics]
     assert any(line.startswith("campaignctl.yaml:14:14: tracking.token_ttl: 7d is too short") for line in shown), shown
