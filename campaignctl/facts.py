@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import pyarrow
 from sqlglot import exp
 
@@ -108,26 +109,117 @@ class CustomerFacts:
         return self.table.num_rows
 
     def get(self, customer_id: int) -> CustomerFact | None:
-        return self._index.get(int(customer_id))
+        """One customer's facts, built on first use (a plan reads few of them
+        whole; the bulk questions have the vectorised methods below)."""
+        customer_id = int(customer_id)
+        fact = self._built.get(customer_id)
+        if fact is None:
+            row = self._rows.get(customer_id)
+            if row is None:
+                return None
+            fact = self._built[customer_id] = self._fact(row)
+        return fact
 
     def latest_event(self, customer_id: int, event_type: str) -> datetime | None:
         return self._events.get((int(customer_id), event_type))
 
+    def rows_of(self, customer_ids: np.ndarray) -> np.ndarray:
+        """The table row of each of ``customer_ids``; -1 where the table lacks one."""
+        ids, order = self._sorted
+        wanted = np.asarray(customer_ids, dtype=np.int64)
+        at = np.searchsorted(ids, wanted)
+        at_clipped = np.minimum(at, max(len(ids) - 1, 0))
+        found = (at < len(ids)) & (ids[at_clipped] == wanted) if len(ids) else np.zeros(len(wanted), dtype=bool)
+        return np.where(found, order[at_clipped] if len(ids) else -1, -1)
+
+    @property
+    def rows(self) -> Mapping[int, int]:
+        """customer_id -> its table row."""
+        return self._rows
+
+    def last_order_at(self, customer_id: int) -> datetime | None:
+        """The customer's latest completed order (None when none or not in the table)."""
+        row = self._rows.get(int(customer_id))
+        return None if row is None else _time(self._micros["last_order_at"][row])
+
+    def timezone(self, customer_id: int) -> str | None:
+        """The customer's time zone fact (None when unknown or not in the table)."""
+        row = self._rows.get(int(customer_id))
+        return None if row is None else (self._values["timezone"][row] or None)
+
+    def inactive_rows(self, now: datetime, days: int | None) -> np.ndarray:
+        """Per table row, what :func:`campaignctl.planner.gate.inactive` says:
+        no order (or, never ordered, no sign-up) within ``days`` days of ``now``."""
+        if days is None:
+            return np.zeros(self.table.num_rows, dtype=bool)
+        last_order, created = self._micros["last_order_at"], self._micros["created_at"]
+        last = np.where(last_order != _NULL_TIME, last_order, created)
+        now_us = (now - _EPOCH) // timedelta(microseconds=1)
+        return (last != _NULL_TIME) & (now_us - last > days * 86_400_000_000)
+
+    def reach_rows(self, kinds: Sequence[str]) -> np.ndarray:
+        """Per table row, a code of :meth:`CustomerFact.reachable` over ``kinds``:
+        rows with equal codes are reachable (or not, and why) on the same kinds.
+        Decode with :func:`reach_reasons`."""
+        code = np.zeros(self.table.num_rows, dtype=np.int64)
+        for position, kind in enumerate(kinds):
+            if kind in NO_CONTACT_NEEDED:
+                continue
+            consent = self._column(f"consent_{kind}")
+            granted = consent.fill_null(False).to_numpy(zero_copy_only=False).astype(bool) if consent is not None else np.zeros(len(code), bool)
+            contact = self._has_contact(CONTACT_FOR_KIND.get(kind, ""))
+            reason = np.where(~granted, 1, np.where(~contact, 2, 0))
+            code += reason * 3 ** position
+        return code
+
+    def _column(self, name: str) -> pyarrow.ChunkedArray | None:
+        return self.table.column(name) if name in self.table.column_names else None
+
+    def _has_contact(self, name: str) -> np.ndarray:
+        column = self._column(name)
+        if column is None:
+            return np.zeros(self.table.num_rows, dtype=bool)
+        import pyarrow.compute as pc
+
+        return pc.fill_null(pc.greater(pc.utf8_length(column), 0), False).to_numpy(zero_copy_only=False).astype(bool)
+
+    def _fact(self, row: int) -> CustomerFact:
+        values = self._values
+        return CustomerFact(
+            customer_id=int(values["customer_id"][row]),
+            contacts={name: values[name][row] for name in CONTACT_COLUMNS},
+            timezone=values["timezone"][row] or None,
+            consents={kind: bool(values[f"consent_{kind}"][row]) for kind in CONSENT_KINDS},
+            created_at=_time(self._micros["created_at"][row]),
+            first_order_at=_time(self._micros["first_order_at"][row]),
+            last_order_at=_time(self._micros["last_order_at"][row]),
+        )
+
     @cached_property
-    def _index(self) -> dict[int, CustomerFact]:
-        columns = {name: self.table.column(name).to_pylist() for name in SCHEMA.names}
-        index = {}
-        for i, customer_id in enumerate(columns["customer_id"]):
-            index[customer_id] = CustomerFact(
-                customer_id=customer_id,
-                contacts={name: columns[name][i] for name in CONTACT_COLUMNS},
-                timezone=columns["timezone"][i] or None,
-                consents={kind: bool(columns[f"consent_{kind}"][i]) for kind in CONSENT_KINDS},
-                created_at=columns["created_at"][i],
-                first_order_at=columns["first_order_at"][i],
-                last_order_at=columns["last_order_at"][i],
-            )
-        return index
+    def _built(self) -> dict[int, CustomerFact]:
+        return {}
+
+    @cached_property
+    def _rows(self) -> dict[int, int]:
+        ids = self.table.column("customer_id").to_numpy()
+        return dict(zip(ids.tolist(), range(len(ids))))
+
+    @cached_property
+    def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = self.table.column("customer_id").to_numpy().astype(np.int64, copy=False)
+        order = np.argsort(ids, kind="stable")
+        return ids[order], order
+
+    @cached_property
+    def _values(self) -> dict[str, np.ndarray]:
+        names = ["customer_id", *CONTACT_COLUMNS, "timezone"] + [f"consent_{kind}" for kind in CONSENT_KINDS]
+        return {name: self.table.column(name).to_numpy(zero_copy_only=False) for name in names}
+
+    @cached_property
+    def _micros(self) -> dict[str, np.ndarray]:
+        """Timestamps as microseconds since the epoch, nulls as _NULL_TIME."""
+        return {name: self.table.column(name).cast(pyarrow.int64()).fill_null(_NULL_TIME).to_numpy()
+                for name in ("created_at", "first_order_at", "last_order_at")}
 
     @cached_property
     def _events(self) -> dict[tuple[int, str], datetime]:
@@ -138,6 +230,19 @@ class CustomerFacts:
             if key not in latest or ts > latest[key]:
                 latest[key] = ts
         return latest
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NULL_TIME = np.iinfo(np.int64).min
+
+
+def _time(micros: int) -> datetime | None:
+    return None if micros == _NULL_TIME else _EPOCH + timedelta(microseconds=int(micros))
+
+
+def reach_reasons(code: int, kinds: Sequence[str]) -> tuple[str | None, ...]:
+    """The per-kind reasons (None, "no_consent", "no_contact") a reach code stands for."""
+    return tuple((None, "no_consent", "no_contact")[(code // 3 ** position) % 3] for position in range(len(kinds)))
 
 
 def _utc(value: Any) -> Any:

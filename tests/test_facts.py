@@ -146,3 +146,43 @@ def test_facts_from_rows_fill_the_schema():
     assert fact.consents == {"email": True, "sms": False, "push": False, "web_push": False, "whatsapp": False, "telegram": False}
     assert fact.last_order_at == datetime(2026, 1, 1, tzinfo=UTC)
     assert fact.reachable("email") is None and fact.reachable("web_layer") is None and fact.reachable("push") == "no_consent"
+
+
+def test_vectorised_questions_agree_with_each_customers_facts():
+    """The planner asks inactivity and reachability of whole columns at once;
+    every answer must equal what the customer's own CustomerFact says."""
+    import random
+
+    import numpy as np
+
+    from campaignctl.facts import CONSENT_KINDS, reach_reasons
+    from campaignctl.planner.gate import inactive
+
+    rng = random.Random(3)
+    moments = [None, NOW - timedelta(days=400), NOW - timedelta(days=180, seconds=1), NOW - timedelta(days=180), NOW - timedelta(days=2)]
+    rows = [{
+        "customer_id": customer_id,
+        "email": rng.choice([None, "", "a@b.c"]),
+        "phone": rng.choice([None, "", "+79990000000"]),
+        "push_token": rng.choice([None, "tok"]),
+        "web_push_endpoint": rng.choice([None, "https://push.example/x"]),
+        "timezone": rng.choice([None, "", "Asia/Yekaterinburg"]),
+        "consents": {kind: rng.choice([True, False]) for kind in CONSENT_KINDS if rng.random() < 0.8},
+        "created_at": rng.choice(moments),
+        "last_order_at": rng.choice(moments),
+    } for customer_id in rng.sample(range(1, 10_000), 400)]
+    facts = CustomerFacts.from_rows(rows)
+    kinds = ("email", "push", "sms", "telegram", "web_layer", "web_push", "whatsapp")
+    codes, idle = facts.reach_rows(kinds), facts.inactive_rows(NOW, 180)
+    ids = np.array([row["customer_id"] for row in rows] + [10_001], dtype=np.int64)
+    found = facts.rows_of(ids)
+    assert found[-1] == -1 and facts.get(10_001) is None
+    for customer_id, row in zip(ids[:-1].tolist(), found[:-1].tolist()):
+        fact = facts.get(customer_id)
+        assert facts.rows[customer_id] == row
+        assert reach_reasons(int(codes[row]), kinds) == tuple(fact.reachable(kind) for kind in kinds)
+        assert bool(idle[row]) == inactive(fact, NOW, 180)
+        assert facts.last_order_at(customer_id) == fact.last_order_at
+        assert facts.timezone(customer_id) == fact.timezone
+    assert not facts.inactive_rows(NOW, None).any()
+    assert len(set(codes.tolist())) > 10 and 0 < idle.sum() < len(rows)  # the data exercised both answers

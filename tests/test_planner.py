@@ -592,3 +592,19 @@ def test_forecast_counts_the_later_steps_by_day_and_channel(tmp_path):
     p = plan(project, audiences(now, everyone=[1, 2]), StateSnapshot(), now, facts([1, 2], now))
     cells = {(c.day.isoformat(), c.channel): (c.messages, round(c.cost, 2)) for c in p.forecast}
     assert cells == {("2026-12-01", "email"): (2, 0.3), ("2026-12-02", "sms"): (2, 5.8)}
+
+
+def test_bulk_draws_equal_the_documented_formula():
+    """assignments() (every eligible customer at once) must give exactly what
+    assignment() computes for one: sha256("salt/campaign/id"), first 8 bytes."""
+    import hashlib
+
+    import numpy as np
+
+    from campaignctl.planner.hashing import assignment, assignments
+
+    ids = np.array([0, 1, 7, 42, 10**9 + 7, 2**63 - 1, -5, 123456789012], dtype=np.int64)
+    bulk = assignments("shop", "winback", ids)
+    for customer_id, drawn in zip(ids.tolist(), bulk.tolist()):
+        digest = hashlib.sha256(f"shop/winback/{customer_id}".encode()).digest()
+        assert drawn == assignment("shop", "winback", customer_id) == int.from_bytes(digest[:8], "big") / 2.0**64

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Mapping
 
 from ..facts import CustomerFact
@@ -109,7 +110,11 @@ class Flow:
         )
 
     def arm(self, name: str | None) -> ArmSpec | None:
-        return next((arm for arm in self.arms if arm.name == name), None)
+        return self._arms_by_name.get(name) if name is not None else None
+
+    @cached_property
+    def _arms_by_name(self) -> Mapping[str, ArmSpec]:
+        return {arm.name: arm for arm in self.arms}
 
     def delay(self, arm: str | None) -> timedelta:
         """The trigger delay, or the arm's when it sets one (triggered campaigns)."""
@@ -149,17 +154,17 @@ def condition_holds(condition: str | None, outcomes: frozenset[str] | set[str] |
     return CONDITION_OUTCOME[condition] not in (outcomes or ())
 
 
-def goal_reached(flow: Flow, fact: CustomerFact | None, entered_at: datetime) -> bool:
-    """An order after the entry and within the goal's window."""
-    if flow.goal_within is None or fact is None or fact.last_order_at is None:
+def goal_reached(flow: Flow, last_order_at: datetime | None, entered_at: datetime) -> bool:
+    """An order (the customer's latest, ``last_order_at``) after the entry and within the goal's window."""
+    if flow.goal_within is None or last_order_at is None:
         return False
-    return entered_at < fact.last_order_at <= entered_at + flow.goal_within
+    return entered_at < last_order_at <= entered_at + flow.goal_within
 
 
-def unless_happened(flow: Flow, fact: CustomerFact | None, facts, customer_id: int, entered_at: datetime) -> bool:
+def unless_happened(flow: Flow, last_order_at: datetime | None, facts, customer_id: int, entered_at: datetime) -> bool:
     for kind in flow.unless():
         if kind == "order":
-            if fact is not None and fact.last_order_at is not None and fact.last_order_at > entered_at:
+            if last_order_at is not None and last_order_at > entered_at:
                 return True
         else:
             seen = facts.latest_event(customer_id, kind)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from ..facts import CustomerFacts, event_lookback
+from ..facts import CustomerFacts, event_lookback, reach_reasons
 from ..model import Project
 from ..offers.history import CustomerHistory, HistorySpec
 from ..segments.evaluate import Audiences
@@ -147,7 +148,6 @@ class _Planner:
         self.kinds = tuple(sorted({channel.kind for channel in project.channels.values()}))
         self._reach: dict[int, tuple] = {}
         self._resolved: dict[tuple[int, tuple], tuple[str, str, float] | str] = {}
-        self._inactive: dict[int, bool] = {}
 
     # ------------------------------------------------------------------ per-customer facts, memoised
 
@@ -155,6 +155,9 @@ class _Planner:
         """Everything that decides which channels reach a customer (per channel
         kind: unsubscribed, address gone, no contact or consent, or reachable): customers
         with equal keys resolve every step to the same channel."""
+        row = self.fact_rows.get(customer_id, -1)
+        if row >= 0 and customer_id not in self.held_customers:
+            return self.reach_keys[self.reach_codes[row]]
         key = self._reach.get(customer_id)
         if key is None:
             fact = self.facts.get(customer_id)
@@ -162,6 +165,27 @@ class _Planner:
                         for kind in self.kinds)
             self._reach[customer_id] = key
         return key
+
+    @cached_property
+    def fact_rows(self) -> Mapping[int, int]:
+        return self.facts.rows
+
+    @cached_property
+    def reach_codes(self) -> np.ndarray:
+        return self.facts.reach_rows(self.kinds)
+
+    @cached_property
+    def reach_keys(self) -> dict[int, tuple]:
+        """Reach code -> the reach key it stands for (for customers state holds nothing against)."""
+        return {int(code): reach_reasons(int(code), self.kinds) for code in np.unique(self.reach_codes)}
+
+    @cached_property
+    def held_customers(self) -> frozenset[int]:
+        return frozenset(customer_id for customer_id, _ in self.unsubscribed)
+
+    @cached_property
+    def inactive_rows(self) -> np.ndarray:
+        return self.facts.inactive_rows(self.now, self.policies.suppress_inactive_days)
 
     def resolve(self, step: Step, customer_id: int) -> tuple[str, str, float] | str:
         """resolve_channel, computed once per step and reach key."""
@@ -171,9 +195,8 @@ class _Planner:
         return self._resolved[memo]
 
     def inactive_now(self, customer_id: int) -> bool:
-        if customer_id not in self._inactive:
-            self._inactive[customer_id] = gate.inactive(self.facts.get(customer_id), self.now, self.policies.suppress_inactive_days)
-        return self._inactive[customer_id]
+        row = self.fact_rows.get(customer_id, -1)
+        return bool(self.inactive_rows[row]) if row >= 0 else False
 
     # ------------------------------------------------------------------ changes
 
@@ -318,15 +341,15 @@ class _Planner:
                 row.status, row.next_step_at = COMPLETED, None
                 row.mark(SKIP)
                 return
-            fact = self.facts.get(row.customer_id)
+            last_order_at = self.facts.last_order_at(row.customer_id)
             if self.inactive_now(row.customer_id):
                 self.held[(flow.campaign, gate.SUPPRESSED)] += 1
                 row.exit(gate.SUPPRESSED)
                 return
-            if row.step == 0 and flow.kind == "triggered" and unless_happened(flow, fact, self.facts, row.customer_id, row.entered_at):
+            if row.step == 0 and flow.kind == "triggered" and unless_happened(flow, last_order_at, self.facts, row.customer_id, row.entered_at):
                 row.exit("unless")
                 return
-            if goal_reached(flow, fact, row.entered_at):
+            if goal_reached(flow, last_order_at, row.entered_at):
                 row.exit("goal")
                 return
             step = flow.steps[row.step]
@@ -351,11 +374,15 @@ class _Planner:
         over_budget: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # campaign -> [messages, cost]
         messages, deferred = [], []
         ordered = sorted(self.candidates, key=lambda c: (-c.flow.priority, c.flow.campaign, c.row.customer_id, c.row.step))
+        deferrals: dict[tuple, tuple[datetime, str] | None] = {}
         for candidate in ordered:
             row, flow = candidate.row, candidate.flow
-            fact = self.facts.get(row.customer_id)
             window = flow.schedule.get("window") if flow.kind == "recurring" else None
-            moved = gate.deferral(self.now, fact, self.tz, self.policies.quiet_hours, window)
+            # Every candidate sends at `now`: the answer depends on the customer's zone alone.
+            memo = (self.facts.timezone(row.customer_id), id(window))
+            if memo not in deferrals:
+                deferrals[memo] = gate.deferral(self.now, self.facts.get(row.customer_id), self.tz, self.policies.quiet_hours, window)
+            moved = deferrals[memo]
             if moved is not None:
                 until, rule = moved
                 deferred.append(Deferral(candidate.key, flow.campaign, row.customer_id, candidate.channel, until, rule))
@@ -461,16 +488,35 @@ class _Planner:
             at = parse_at(flow.schedule["at"], self.tz)
             if not (self.now < at < forecast.end):
                 continue
-            existing = self.enrolled.get(name, {})
             eligible, groups, arms = self.assigned(flow)
+            keep = groups == TREATMENT
+            existing = self.enrolled.get(name)
+            if existing:
+                keep &= np.fromiter((may_enter(flow, existing.get(c), at) for c in eligible.tolist()), dtype=bool, count=len(eligible))
+            rows = self.facts.rows_of(eligible)
+            known = rows >= 0
+            keep &= ~(known & self.facts.inactive_rows(at, self.policies.suppress_inactive_days)[np.where(known, rows, 0)])
             alike: dict = {}
-            for c, group, arm in zip(eligible.tolist(), groups.tolist(), arms.tolist()):
-                if group != TREATMENT or not may_enter(flow, existing.get(c), at):
-                    continue
-                if gate.inactive(self.facts.get(c), at, self.policies.suppress_inactive_days):
-                    continue
-                self.alike(alike, flow, c, 0, flow.first_due(at, arm))
+            for arm in dict.fromkeys(arms[keep].tolist()):
+                chosen = keep & (arms == arm)
+                self.alike_many(alike, flow, eligible[chosen], rows[chosen], flow.first_due(at, arm))
             self.forecast_alike(forecast, alike)
+
+    def alike_many(self, groups: dict, flow: Flow, customer_ids: np.ndarray, rows: np.ndarray, due: datetime) -> None:
+        """:meth:`alike` for many customers entering step 0 at ``due``, grouped by
+        their reach codes in one pass (state's unsubscribes are rare and go one by one)."""
+        one_by_one = (rows < 0) | np.isin(customer_ids, np.fromiter(self.held_customers, dtype=np.int64, count=len(self.held_customers)))
+        for customer_id in customer_ids[one_by_one].tolist():
+            self.alike(groups, flow, customer_id, 0, due)
+        codes = self.reach_codes[rows[~one_by_one]]
+        unique, first, counts = np.unique(codes, return_index=True, return_counts=True)
+        representatives = customer_ids[~one_by_one][first]
+        for code, customer_id, count in zip(unique.tolist(), representatives.tolist(), counts.tolist()):
+            key = (id(flow), 0, due, self.reach_keys[code])
+            if key in groups:
+                groups[key][0] += count
+            else:
+                groups[key] = [count, flow, customer_id]
 
     def monthly_violation(self, forecast: Forecast) -> None:
         limit = self.policies.monthly_budget

@@ -46,7 +46,7 @@ class Forecast:
     def cascade(self, flow: Flow, customer_id: int, step: int, due: datetime | None, count: int = 1) -> None:
         """Every step from ``step`` on, from ``due``, while inside the horizon;
         ``count`` customers who reach the same channels as ``customer_id``."""
-        fact = self.facts.get(customer_id)
+        fact = self.facts.get(customer_id) if self.resolver is None else None  # the resolver reads its own
         while due is not None and step < len(flow.steps) and due < self.end:
             resolved = self.resolve(flow.steps[step], fact, customer_id)
             if not isinstance(resolved, str):

@@ -116,35 +116,38 @@ class FrequencyCaps:
     and those accepted in this plan (all sent "now", so inside every window)."""
 
     caps: Sequence[FrequencyCap]
-    project: Project
-    now: datetime
-    sent: Mapping[int, Sequence[SentMessage]]
-    planned: dict[int, list[str]]
+    counts: dict[int, list[int]]  # customer -> sends counted against each cap so far
 
     @classmethod
     def build(cls, project: Project, now: datetime, sends: Iterable[SentMessage]) -> "FrequencyCaps":
-        by_customer: dict[int, list[SentMessage]] = defaultdict(list)
+        caps = project.policies.frequency_caps
+        since = [now - parse_duration(cap.per) for cap in caps]
+        counts: dict[int, list[int]] = {}
         for sent in sends:
-            by_customer[sent.customer_id].append(sent)
-        return cls(project.policies.frequency_caps, project, now, by_customer, defaultdict(list))
-
-    def _matches(self, cap: FrequencyCap, channel: str) -> bool:
-        return cap.channel == "any" or cap.channel == channel
+            for index, cap in enumerate(caps):
+                if sent.sent_at > since[index] and _matches(cap, sent.channel):
+                    counts.setdefault(sent.customer_id, [0] * len(caps))[index] += 1
+        return cls(caps, counts)
 
     def blocking(self, customer_id: int, channel: str) -> FrequencyCap | None:
         """The first cap a send on ``channel`` would break now, if any."""
-        for cap in self.caps:
-            if not self._matches(cap, channel):
-                continue
-            since = self.now - parse_duration(cap.per)
-            count = sum(1 for s in self.sent.get(customer_id, ()) if s.sent_at > since and self._matches(cap, s.channel))
-            count += sum(1 for c in self.planned.get(customer_id, ()) if self._matches(cap, c))
-            if count >= cap.max:
+        counts = self.counts.get(customer_id)
+        if counts is None:
+            return next((cap for cap in self.caps if cap.max <= 0 and _matches(cap, channel)), None)
+        for cap, count in zip(self.caps, counts):
+            if count >= cap.max and _matches(cap, channel):
                 return cap
         return None
 
     def record(self, customer_id: int, channel: str) -> None:
-        self.planned[customer_id].append(channel)
+        counts = self.counts.setdefault(customer_id, [0] * len(self.caps))
+        for index, cap in enumerate(self.caps):
+            if _matches(cap, channel):
+                counts[index] += 1
+
+
+def _matches(cap: FrequencyCap, channel: str) -> bool:
+    return cap.channel == "any" or cap.channel == channel
 
 
 def month_days(now_local: datetime, days: Iterable[date]) -> list[date]:

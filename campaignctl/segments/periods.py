@@ -21,9 +21,18 @@ _UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days
 
 def parse_duration(text: object) -> timedelta:
     """``30m``, ``1h``, ``7d``, ``2w``, ``1y`` (365 days) or ``0``; ValueError otherwise."""
-    if text == 0 or text == "0":
+    if isinstance(text, str):
+        return _parse_duration_text(text)  # the planner asks per customer; memoised
+    if text == 0:
         return timedelta(0)
-    match = _DURATION.match(text) if isinstance(text, str) else None
+    raise ValueError(f"{text!r} is not a duration (use 30m, 1h, 7d, 2w, 1y or 0)")
+
+
+@lru_cache(maxsize=1024)
+def _parse_duration_text(text: str) -> timedelta:
+    if text == "0":
+        return timedelta(0)
+    match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration (use 30m, 1h, 7d, 2w, 1y or 0)")
     return int(match.group(1)) * _UNIT[match.group(2)]
