@@ -9,7 +9,6 @@ frequency caps across campaigns, decided in priority order (higher first).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Iterable, Mapping, Sequence
