@@ -257,6 +257,7 @@ class QueryBuilder:
         self.contacts: list[str] = []  # customers columns checked for presence only
         self.price_drops: dict[tuple[timedelta, timedelta], str] = {}
         self.lookups: dict[str, tuple[str, exp.Select]] = {}  # cte -> (customer_facts column, first row per customer)
+        self.shared_ctes: dict[str, exp.Select] = {}  # cte -> body, read by several others (not joined into the facts)
         self.features: dict[str, FeatureDef] = {}
         self.feature_columns: dict[str, exp.Expression] = {}  # "rfm.r" -> expression over customer_facts
         self.edge_ctes: dict[str, exp.Expression] = {}
@@ -512,21 +513,38 @@ class QueryBuilder:
     def _feature_FavouriteCategory(self, feature: FavouriteCategory) -> dict[str, exp.Expression]:
         """The category of most lines bought, then most money, then first by name:
         the order is total, so a tie never depends on row order. (Lines, not
-        distinct orders: COUNT(DISTINCT) here costs more than the rest of the query.)"""
-        o, l = "o", "l"
+        distinct orders: COUNT(DISTINCT) here costs more than the rest of the query.)
+
+        Categories are grouped by a number (their rank by name) rather than by
+        name: the (customer, category) aggregate is the largest of the query
+        (~8M groups per 1M customers), and integer keys take about a fifth
+        off the whole query's peak memory (1,461 to 1,162 MiB at 1M customers)."""
+        o, l, k = "o", "l", "k"
         amount = exp.Mul(this=self.col(l, "order_lines", "qty"), expression=self.col(l, "order_lines", "price"))
-        category = self.col(l, "order_lines", "category")
+        code = exp.column("code", table=k)
         per_category = (
-            exp.select(self.col(o, "orders", "customer_id").as_("customer_id"), category.as_("value"))
+            exp.select(self.col(o, "orders", "customer_id").as_("customer_id"), code.as_("value"))
             .from_(self.table("order_lines", l))
             .join(self.table("orders", o), on=exp.EQ(this=self.col(l, "order_lines", "order_id"), expression=self.col(o, "orders", "order_id")))
-            .where(exp.and_(self.order_window(self.period(feature.period)), is_in(self.col(o, "orders", "status"), ["completed"]),
-                            exp.Not(this=exp.Is(this=category.copy(), expression=exp.Null()))))
-            .group_by(self.col(o, "orders", "customer_id"), category.copy())
+            .join(exp.to_table(self.category_codes(), alias=k),
+                  on=exp.EQ(this=exp.column("value", table=k), expression=self.col(l, "order_lines", "category")))
+            .where(exp.and_(self.order_window(self.period(feature.period)), is_in(self.col(o, "orders", "status"), ["completed"])))
+            .group_by(self.col(o, "orders", "customer_id"), code.copy())
         )
-        # Smallest key first: most lines, most money (0 when prices are missing), the name.
-        key = [exp.Neg(this=exp.Count(this=exp.Star())), exp.Neg(this=exp.Coalesce(this=exp.Sum(this=amount), expressions=[literal(0)])), category.copy()]
-        return {"": self.pick_per_customer(feature.name, per_category, key, largest=False)}
+        # Smallest key first: most lines, most money (0 when prices are missing), the name's rank.
+        key = [exp.Neg(this=exp.Count(this=exp.Star())), exp.Neg(this=exp.Coalesce(this=exp.Sum(this=amount), expressions=[literal(0)])), code.copy()]
+        return {"": self.pick_per_customer(feature.name, per_category, key, largest=False, decode=self.category_codes())}
+
+    def category_codes(self) -> str:
+        """A CTE numbering the categories of order lines by name (value, code)."""
+        name = "category_codes"
+        if name not in self.shared_ctes:
+            category = self.col("l", "order_lines", "category")
+            names = (exp.select(category.as_("value")).distinct().from_(self.table("order_lines", "l"))
+                     .where(exp.Not(this=exp.Is(this=category.copy(), expression=exp.Null()))))
+            rank = exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[exp.Ordered(this=exp.column("value"))]))
+            self.shared_ctes[name] = exp.select("value", rank.as_("code")).from_(names.subquery("category_names"))
+        return name
 
     def _feature_MainStore(self, feature: MainStore) -> dict[str, exp.Expression]:
         """The store of most offline orders, then of the latest one, then the lowest id; the home store otherwise."""
@@ -543,7 +561,8 @@ class QueryBuilder:
         main = self.pick_per_customer(feature.name, per_store, key, largest=True)
         return {"": exp.Coalesce(this=main, expressions=[self.customer_field("home_store_id")])}
 
-    def pick_per_customer(self, name: str, grouped: exp.Select, key: list[exp.Expression], *, largest: bool) -> exp.Expression:
+    def pick_per_customer(self, name: str, grouped: exp.Select, key: list[exp.Expression], *, largest: bool,
+                          decode: str | None = None) -> exp.Expression:
         """Per customer, the ``value`` of the row of ``grouped`` (customer_id,
         value, one row per candidate) whose ``key`` (compared left to right;
         never null, unique per customer) is the largest or smallest; joined into the facts.
@@ -551,7 +570,8 @@ class QueryBuilder:
         DuckDB and Spark have ARG_MAX/MAX_BY over a struct: one more hash
         aggregate, several times cheaper than ranking every candidate with a
         window. PostgreSQL has neither, so it ranks with ROW_NUMBER; the key
-        is total, so both pick the same row.
+        is total, so both pick the same row. ``decode``: a CTE (value, code)
+        the picked ``value`` is a code of, to be replaced by its value.
         """
         keys = [f"key_{index}" for index in range(1, len(key) + 1)]
         candidates = grouped.select(*(exp.alias_(part, column) for part, column in zip(key, keys))).subquery("candidates")
@@ -563,6 +583,11 @@ class QueryBuilder:
         else:
             pick = (exp.ArgMax if largest else exp.ArgMin)(this=exp.column("value"), expression=exp.Struct(expressions=[exp.column(column) for column in keys]))
             first = exp.select("customer_id", pick.as_("value")).from_(candidates).group_by("customer_id")
+        if decode is not None:
+            first = (exp.select(exp.column("customer_id", table="picked"), exp.column("value", table="decoded"))
+                     .from_(first.subquery("picked"))
+                     .join(exp.to_table(decode, alias="decoded"),
+                           on=exp.EQ(this=exp.column("code", table="decoded"), expression=exp.column("value", table="picked"))))
         column = f"{name}_value"
         self.lookups[f"{name}_lookup"] = (column, first)
         return ident(column)
@@ -597,12 +622,13 @@ class QueryBuilder:
     def with_layers(self, query: exp.Select) -> exp.Select:
         """``query`` (over customer_features) with every layer it reads attached as CTEs."""
         ctes = AggregateSQL(self).ctes()
+        ctes += list(self.shared_ctes.items())
         ctes += [(name, select) for name, (_, select) in self.lookups.items()]
         ctes += self.consent_ctes() + self.price_drop_ctes()
         ctes.append(("customer_facts", self.facts()))
         ctes += list(self.edge_ctes.items())
         ctes.append(("customer_features", self.features_layer()))
-        reused = {"customer_facts"} if self.edge_ctes else set()
+        reused = ({"customer_facts"} if self.edge_ctes else set()) | set(self.shared_ctes)
         for name, body in ctes:
             # DuckDB would compute a CTE again per reference; Spark has no MATERIALIZED.
             query = query.with_(name, as_=body, materialized=True if name in reused and self.dialect != "spark" else None,
