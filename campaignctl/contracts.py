@@ -137,6 +137,17 @@ class WebhookParser(Protocol):
         names are lower case."""
 
 
+@runtime_checkable
+class SubscriptionVerifier(Protocol):
+    """Optional for a WebhookParser whose provider confirms the webhook address
+    with a GET before it sends anything (Meta's hub.mode / hub.verify_token /
+    hub.challenge handshake for WhatsApp)."""
+
+    def verify_subscription(self, query: Mapping[str, str]) -> str | None:
+        """The body to answer ``GET /webhooks/<channel>?<query>`` with (200), or
+        None when the request does not prove it knows the channel's secret (403)."""
+
+
 @dataclass(frozen=True)
 class ExportedOffer:
     """One issued offer as an offer sink receives it: a promo code a customer

@@ -6,6 +6,7 @@
     GET  /o/TOKEN.gif            record an open, answer a 1x1 GIF
     POST /webhooks/CHANNEL       provider outcomes: the channel plugin's own format (WebhookParser),
                                  or campaignctl's JSON events signed with tracking.webhook_secret
+    GET  /webhooks/CHANNEL       a provider's address check (SubscriptionVerifier, e.g. WhatsApp's hub.challenge)
     GET  /healthz                "ok"
 
 Outcomes go to the project's state store through one worker thread that owns
@@ -31,7 +32,7 @@ from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from .asgi import read_body
 from .connect import open_senders, open_state_store
-from .contracts import WebhookParser
+from .contracts import SubscriptionVerifier, WebhookParser
 from .model import Project
 from .outcomes import import_outcomes
 from .state import Outcome, utc_now
@@ -191,7 +192,9 @@ class TrackingServer:
         if path.startswith("/o/") and path.endswith(".gif"):
             return await self._in_worker(self._open, path[3:-4]) if method == "GET" else _not_allowed("GET")
         if path.startswith("/webhooks/"):
-            return await self._in_worker(self._webhook, path[len("/webhooks/"):], request) if method == "POST" else _not_allowed("POST")
+            if method == "GET":
+                return await self._in_worker(self._webhook_handshake, path[len("/webhooks/"):], request.query)
+            return await self._in_worker(self._webhook, path[len("/webhooks/"):], request) if method == "POST" else _not_allowed("GET, POST")
         return plain(404, "not found")
 
     def _confirmation_page(self, token: str) -> Response:
@@ -266,6 +269,14 @@ class TrackingServer:
         rows = ((number, event if isinstance(event, dict) else {"_error": "an event is a JSON object"}) for number, event in enumerate(events, 1))
         result = import_outcomes(self._store, rows)
         return as_json(200, {**result.to_dict(), "invalid": [{"event": n, "error": e} for n, e in result.invalid]})
+
+    def _webhook_handshake(self, channel: str, query: str) -> Response:
+        """A provider confirming its webhook address before it posts anything."""
+        parser = self._webhook_parser(channel) if channel in self._project.channels else None
+        if not isinstance(parser, SubscriptionVerifier):
+            return _not_allowed("POST")
+        answer = parser.verify_subscription({name: values[0] for name, values in parse_qs(query).items()})
+        return plain(200, answer) if answer is not None else plain(403, "the verify token does not match the channel's options.verify_token")
 
     def _webhook_parser(self, channel: str) -> WebhookParser | None:
         """The channel's sender when its plugin parses its own webhooks; opened once."""

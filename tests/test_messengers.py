@@ -178,6 +178,21 @@ def test_whatsapp_webhooks_are_verified_and_become_outcomes(peer, tmp_path):
     sender.close()
 
 
+def test_whatsapp_answers_metas_webhook_check_only_with_the_right_verify_token(peer, tmp_path):
+    """Meta's handshake: GET ?hub.mode=subscribe&hub.verify_token=..&hub.challenge=..;
+    the challenge goes back only when the token is the channel's verify_token."""
+    sender = channel("whatsapp", {**wa_options(peer(wa_ok)), "verify_token": "meta-check-123"}, tmp_path)
+    asked = {"hub.mode": "subscribe", "hub.verify_token": "meta-check-123", "hub.challenge": "1158201444"}
+    assert sender.verify_subscription(asked) == "1158201444"
+    for wrong in ({**asked, "hub.verify_token": "meta-check-124"}, {**asked, "hub.mode": "unsubscribe"},
+                  {k: v for k, v in asked.items() if k != "hub.verify_token"}, {**asked, "hub.challenge": ""}):
+        assert sender.verify_subscription(wrong) is None
+    sender.close()
+    unset = channel("whatsapp", wa_options(peer(wa_ok)), tmp_path)  # no verify_token: nothing is confirmed
+    assert unset.verify_subscription(asked) is None
+    unset.close()
+
+
 # --------------------------------------------------------------------------- faults through deliver()
 
 

@@ -521,3 +521,25 @@ def test_serve_hosts_the_web_layer_snippet_rules_and_events_when_a_channel_publi
         assert status == 200 and b"sendBeacon" in body and "javascript" in headers.get("content-type", "")
         assert call(f"{base}/mail/healthz")[0] == 200  # serve's own routes are untouched
         assert call(f"{base}/mail/layers/events", data=b"{}", method="POST")[0] in (400, 403)  # unsigned events change nothing
+
+
+def test_serve_answers_a_providers_webhook_check_with_the_channel_s_secret(tmp_path):
+    """GET /webhooks/<channel>: WhatsApp's hub.challenge handshake is answered
+    through the channel's plugin (200 with the challenge, 403 with a wrong
+    token); a channel without a handshake allows only POST there."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    wa = ("  wa: {plugin: whatsapp, kind: whatsapp, cost: 4.5, options: {phone_number_id: '106540352242922', token: t,\n"
+          "       verify_token: '${env:TEST_WA_VERIFY}', templates: {}}}\n")
+    for name, text in {"campaignctl.yaml": PROJECT.replace("BASE_URL", base).replace("channels:\n", "channels:\n" + wa),
+                       "campaigns.yaml": DOCUMENTS, "templates/news.html": HTML}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    with running(TrackingServer(load_project(tmp_path), {**ENV, "TEST_WA_VERIFY": "meta-check-123"}), listener):
+        check = f"{base}/mail/webhooks/wa?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token="
+        status, _, body = call(check + "meta-check-123")
+        assert (status, body) == (200, b"1158201444")
+        assert call(check + "guess")[0] == 403
+        assert call(f"{base}/mail/webhooks/email?hub.mode=subscribe&hub.challenge=1&hub.verify_token=x")[0] == 405
+        assert call(f"{base}/mail/webhooks/nowhere?hub.challenge=1")[0] == 405

@@ -7,6 +7,7 @@ Options (``channels.<name>.options``)::
     phone_number_id: "106540352242922"
     token: ${env:WHATSAPP_TOKEN}            # a system-user access token (Bearer)
     app_secret: ${env:WHATSAPP_APP_SECRET}  # checks X-Hub-Signature-256 on webhooks
+    verify_token: ${env:WHATSAPP_VERIFY_TOKEN}  # the "Verify token" entered with the callback URL in Meta's app settings
     base_url: https://graph.facebook.com
     version: v21.0
     concurrency: 8
@@ -31,6 +32,12 @@ opened, failed -> bounced. Error codes: 131047 (re-engagement) and 131026
 (undeliverable) are permanent; 130429, 80007 (rate limits) and 131056 (pair
 rate limit) are temporary, like 5xx and connect time-outs; no answer to a
 request sent whole is in doubt (campaignctl.http_sender).
+
+Webhooks arrive at ``{tracking.base_url}/webhooks/<channel>`` of
+``campaignctl serve``. Meta first checks that address with a GET carrying
+``hub.mode=subscribe``, ``hub.verify_token`` and ``hub.challenge``; serve answers
+the challenge when the token equals ``verify_token`` and refuses it (403)
+otherwise or when the option is not set.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from campaignctl.state import Outcome
 
 __version__ = "0.1.0"
 
-OPTIONS = ("phone_number_id", "token", "app_secret", "base_url", "version", "concurrency", "timeout", "templates")
+OPTIONS = ("phone_number_id", "token", "app_secret", "verify_token", "base_url", "version", "concurrency", "timeout", "templates")
 TEMPLATE_OPTIONS = ("name", "language", "body", "url_button")
 TEMPORARY_CODES = frozenset({130429, 80007, 131056, 131000, 133004})  # rate limits; 131000/133004: their service failing
 PERMANENT_CODES = frozenset({131047, 131026})
@@ -115,6 +122,7 @@ class WhatsAppSender:
     app_secret: str | None
     templates: Mapping[str, ApprovedTemplate]
     http: HttpBatchSender
+    verify_token: str | None = None
 
     @classmethod
     def from_config(cls, channel: Channel, project_root: Path) -> "WhatsAppSender":
@@ -131,7 +139,8 @@ class WhatsAppSender:
         base = str(options.get("base_url", "https://graph.facebook.com")).rstrip("/")
         http = HttpBatchSender(concurrency=int(options.get("concurrency", 8)), timeout=float(options.get("timeout", 10)))
         return cls(f"{base}/{options.get('version', 'v21.0')}/{options['phone_number_id']}/messages", str(options["token"]),
-                   str(options["app_secret"]) if options.get("app_secret") else None, templates, http)
+                   str(options["app_secret"]) if options.get("app_secret") else None, templates, http,
+                   str(options["verify_token"]) if options.get("verify_token") else None)
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         if not messages:  # nothing to send needs no connection, even after close()
@@ -167,6 +176,15 @@ class WhatsAppSender:
         if not valid_signature(self.app_secret, body, headers.get(SIGNATURE_HEADER, "")):
             raise PermissionError("X-Hub-Signature-256 does not match")
         return status_outcomes(body)
+
+    def verify_subscription(self, query: Mapping[str, str]) -> str | None:
+        """Meta's webhook handshake (campaignctl.contracts.SubscriptionVerifier)."""
+        token = query.get("hub.verify_token", "")
+        if not self.verify_token or query.get("hub.mode") != "subscribe" or not query.get("hub.challenge"):
+            return None
+        if not hmac.compare_digest(token.encode(), self.verify_token.encode()):
+            return None
+        return query["hub.challenge"]
 
     def close(self) -> None:
         self.http.close()
