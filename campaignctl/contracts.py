@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
@@ -71,9 +72,18 @@ class SendResult:
     # seconds (HTTP Retry-After); deliver() waits at least that long, up to its backoff maximum.
     retry_after: float | None = None
     # A permanent failure because the address is gone (a push token unregistered,
-    # a subscription expired): deliver() records a "bounced" outcome with
-    # payload {"address_invalid": true} so the customer is not sent to there again.
+    # a subscription expired): deliver() records a "bounced" outcome with payload
+    # {"address_invalid": true, "address": address_fingerprint(to)} so the customer
+    # is not sent to that address again (a new address on that channel is).
     address_invalid: bool = False
+
+
+def address_fingerprint(address: str | None) -> str | None:
+    """What state keeps of an address that is gone: enough to tell whether a
+    customer's current address is that one, without keeping the address."""
+    if not address:
+        return None
+    return hashlib.sha256(address.strip().encode()).hexdigest()[:32]
 
 
 SENT, TEMPORARY_FAILURE, PERMANENT_FAILURE, IN_DOUBT = "sent", "temporary_failure", "permanent_failure", "in_doubt"

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
-from .contracts import ChannelSender, OutcomeSource, OutgoingMessage, SendResult
+from .contracts import ChannelSender, OutcomeSource, OutgoingMessage, SendResult, address_fingerprint
 from .state import SENDABLE, Message, MessageResult, MessageStatus, NewMessage, Outcome, StateStore
 
 
@@ -287,7 +287,7 @@ def _send_batch(
         return []
     answers = _answers(batch, results)
     store.finish_messages(answers)
-    _note_provider_hints(store, answers, results, tally)
+    _note_provider_hints(store, answers, results, tally, {m.key: m.message.to for m in batch})
     failed = []
     for m, answer in zip(batch, answers):
         if answer.status == MessageStatus.FAILED_TEMPORARY:
@@ -299,10 +299,12 @@ def _send_batch(
     return failed
 
 
-def _note_provider_hints(store: StateStore, answers: list[MessageResult], results: Sequence[SendResult], tally: _Tally) -> None:
+def _note_provider_hints(store: StateStore, answers: list[MessageResult], results: Sequence[SendResult], tally: _Tally,
+                         addresses: Mapping[str, str | None]) -> None:
     """Keep what a provider said beyond the status: how long to wait before
-    retrying, and that an address is gone (a "bounced" outcome, so the
-    customer's address on that channel can be held back like an unsubscribe)."""
+    retrying, and that an address is gone (a "bounced" outcome with the
+    address's fingerprint, so that address is held back like an unsubscribe
+    until the customer has another one)."""
     by_key = {result.key: result for result in results}
     gone = []
     for answer in answers:
@@ -312,7 +314,8 @@ def _note_provider_hints(store: StateStore, answers: list[MessageResult], result
         if answer.status == MessageStatus.FAILED_TEMPORARY and result.retry_after:
             tally.retry_after = max(tally.retry_after, float(result.retry_after))
         elif answer.status == MessageStatus.FAILED_PERMANENT and result.address_invalid:
-            gone.append(Outcome(answer.key, "bounced", datetime.now(timezone.utc), {"address_invalid": True, "error": result.error}))
+            payload = {"address_invalid": True, "address": address_fingerprint(addresses.get(answer.key)), "error": result.error}
+            gone.append(Outcome(answer.key, "bounced", datetime.now(timezone.utc), payload))
     if gone:
         store.record_outcomes(gone)
 

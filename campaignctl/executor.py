@@ -76,7 +76,7 @@ def take_snapshot(store: StateStore, project: Project, now: datetime) -> StateSn
             SentMessage(int(m.customer_id), m.updated_at, m.channel, m.campaign) for m in store.sent_since(now - _longest_cap(project))
         ),
         unsubscribed=frozenset((int(customer), kinds[channel]) for customer, channel in store.unsubscribed() if channel in kinds),
-        address_invalid=frozenset((int(customer), kinds[channel]) for customer, channel in store.invalid_addresses() if channel in kinds),
+        address_invalid=frozenset((int(customer), kinds[channel], address) for customer, channel, address in store.invalid_addresses() if channel in kinds),
         outcomes=store.outcome_types(waiting) if waiting else {},
         spend=store.spend(),
         spend_this_month=sum(store.spend(since=_month_start(project, now)).values()),

@@ -214,7 +214,7 @@ def _unsubscribed(project: Any, environ: Mapping[str, str] | None) -> list[tuple
     kinds = {name: channel.kind for name, channel in project.channels.items()}
     store = open_state_store(project, environ)
     try:
-        opted_out = [*store.unsubscribed(), *store.invalid_addresses()]
+        opted_out = [*store.unsubscribed(), *((customer, channel) for customer, channel, _ in store.invalid_addresses())]
         return [(int(customer), kinds[channel]) for customer, channel in opted_out if channel in kinds]
     finally:
         store.close()

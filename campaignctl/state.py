@@ -275,10 +275,12 @@ class StateStore(Protocol):
     def unsubscribed(self) -> list[tuple[str, str]]:
         """(customer_id, channel) of every unsubscribe outcome."""
 
-    def invalid_addresses(self) -> list[tuple[str, str]]:
-        """(customer_id, channel) of every message bounced because its address
-        is gone: a "bounced" outcome whose payload has ``address_invalid: true``
-        (campaignctl.delivery records it from SendResult.address_invalid)."""
+    def invalid_addresses(self) -> list[tuple[str, str, str | None]]:
+        """(customer_id, channel, address fingerprint) of every message bounced
+        because its address is gone: a "bounced" outcome whose payload has
+        ``address_invalid: true`` (campaignctl.delivery records it from
+        SendResult.address_invalid, with ``address``: contracts.address_fingerprint
+        of the address; None for outcomes recorded without one)."""
 
     def spend(self, since: datetime | None = None) -> dict[str, float]:
         """campaign -> cost of its sent messages (updated at or after ``since``)."""

@@ -16,6 +16,7 @@ and the next plan holds that customer back on push ("address_invalid").
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
@@ -262,3 +263,17 @@ def test_a_push_token_fcm_says_is_gone_holds_the_customer_back_on_push_in_later_
     held = {(h.campaign, h.rule): h.count for h in later.held_back}
     assert held.get(("reminder", "address_invalid")) == 3
     assert reminded and not set(uninstalled) & set(reminded)  # the others still get their push
+
+    # Two of them install the app again: a new token is a new address, and it is reached.
+    renewed = tmp_path / "renewed"
+    shutil.copytree(demo_data, renewed)
+    back = ", ".join(map(str, uninstalled[:2]))
+    with duckdb.connect() as db:
+        db.execute(f"COPY (SELECT * REPLACE (CASE WHEN customer_id IN ({back}) THEN 'reinstalled-' || customer_id ELSE push_token END AS push_token)"
+                   f" FROM '{demo_data}/customers.parquet') TO '{renewed}/customers.parquet' (FORMAT parquet)")
+    (root / "data").unlink()
+    (root / "data").symlink_to(renewed, target_is_directory=True)
+    again = make_plan(load_project(root), NOW + timedelta(days=2, hours=1))
+    assert {(h.campaign, h.rule): h.count for h in again.held_back}.get(("reminder", "address_invalid")) == 1
+    reminded_again = {m.customer_id for m in again.messages if m.campaign == "reminder"}
+    assert set(uninstalled[:2]) <= reminded_again and uninstalled[2] not in reminded_again

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow
 import pytest
 
+from campaignctl.contracts import address_fingerprint
 from campaignctl.facts import CustomerFacts
 from campaignctl.planner import (
     Plan,
@@ -413,12 +414,19 @@ def test_a_gone_push_address_moves_the_customer_to_the_next_channel_and_is_named
     held back as address_invalid; 4 unsubscribed from e-mail and lost push."""
     project = make_project(tmp_path, BROADCAST.replace("CONTROL", "0").replace("message: {channel: email, template: offer_email}", "cascade: cheapest_first"))
     now = at("2026-12-01T10:05")
-    state = StateSnapshot(unsubscribed=frozenset({(4, "email")}),
-                          address_invalid=frozenset({(2, "push"), (3, "push"), (3, "email"), (4, "push"), (4, "email")}))
+    gone = {(2, "push"): "tok2", (3, "push"): "tok3", (3, "email"): "c3@example.com", (4, "push"): None, (4, "email"): None}
+    state = StateSnapshot(unsubscribed=frozenset({(4, "email")}),  # None: a bounce recorded without the address holds whatever it is now
+                          address_invalid=frozenset((c, kind, address_fingerprint(address)) for (c, kind), address in gone.items()))
     p = plan(project, audiences(now, everyone=[1, 2, 3, 4]), state, now, facts([1, 2, 3, 4], now))
     assert [(m.customer_id, m.channel) for m in p.messages] == [(1, "push"), (2, "email")]
     assert sorted((h.rule, h.count) for h in p.held_back) == [("address_invalid", 2)]  # the cheapest option's reason: push gone
     assert state.fingerprint() != StateSnapshot(unsubscribed=state.unsubscribed).fingerprint()  # a saved plan goes stale
+
+    # 2 reinstalled the app (a new push token) and 3 gave a new e-mail address: the new addresses are reached.
+    renewed = facts([1, 2, 3, 4], now, {2: {"push_token": "tok2-new"}, 3: {"email": "c3.new@example.com"}})
+    p = plan(project, audiences(now, everyone=[1, 2, 3, 4]), state, now, renewed)
+    assert [(m.customer_id, m.channel) for m in p.messages] == [(1, "push"), (2, "push"), (3, "email")]
+    assert sorted((h.rule, h.count) for h in p.held_back) == [("address_invalid", 1)]  # 4: push gone, address unknown
 
 
 # --------------------------------------------------------------------------- the gate

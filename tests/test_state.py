@@ -275,11 +275,14 @@ def test_only_bounces_that_say_the_address_is_gone_mark_it_invalid(store):
     messages = [new_message(i) for i in range(3)]
     store.reserve_messages(messages)
     store.record_outcomes([
-        Outcome(messages[0].key, "bounced", T0, {"address_invalid": True, "error": "APNs 410 Unregistered"}),
+        Outcome(messages[0].key, "bounced", T0, {"address_invalid": True, "address": "5f1e", "error": "APNs 410 Unregistered"}),
         Outcome(messages[1].key, "bounced", T0, {"stat": "UNDELIV"}),  # a receipt: this time, not for good
         Outcome(messages[2].key, "bounced", T0, {"address_invalid": False}),
     ])
-    assert store.invalid_addresses() == [(messages[0].customer_id, messages[0].channel)]
+    assert store.invalid_addresses() == [(messages[0].customer_id, messages[0].channel, "5f1e")]
+    store.reserve_messages([new_message(3)])
+    store.record_outcomes([Outcome(new_message(3).key, "bounced", T0, {"address_invalid": True})])  # recorded before addresses were kept
+    assert store.invalid_addresses() == [(messages[0].customer_id, messages[0].channel, "5f1e"), (new_message(3).customer_id, new_message(3).channel, None)]
 
 
 def test_writes_inside_atomically_commit_together_or_not_at_all(store):

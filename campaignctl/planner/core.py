@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from ..facts import CustomerFacts, event_lookback, reach_reasons
+from ..contracts import address_fingerprint
+from ..facts import CONTACT_FOR_KIND, CustomerFacts, event_lookback, reach_reasons
 from ..model import Project
 from ..offers.history import CustomerHistory, HistorySpec
 from ..segments.evaluate import Audiences
@@ -113,13 +114,22 @@ class _Candidate:
     key: str
 
 
-def held_by_state(state: StateSnapshot) -> dict[tuple[int, str], str]:
-    """(customer, channel kind) -> the rule that keeps them off that kind for
-    good, from what state recorded: an unsubscribe, or an address the provider
-    said is gone (held back as "address_invalid"). An unsubscribe wins."""
-    held = {(int(c), kind): "address_invalid" for c, kind in state.address_invalid}
+def held_by_state(state: StateSnapshot, facts: CustomerFacts) -> dict[tuple[int, str], str]:
+    """(customer, channel kind) -> the rule that keeps them off that kind, from
+    what state recorded: an unsubscribe (for good), or an address the provider
+    said is gone (held back as "address_invalid" while the customer's address on
+    that kind is still that one, or when state did not keep which one it was).
+    An unsubscribe wins."""
+    held = {(int(c), kind): "address_invalid" for c, kind, gone in state.address_invalid if gone is None or gone == _address_now(facts, int(c), kind)}
     held.update(((int(c), kind), "unsubscribed") for c, kind in state.unsubscribed)
     return held
+
+
+def _address_now(facts: CustomerFacts, customer_id: int, kind: str) -> str | None:
+    fact = facts.get(customer_id)
+    if fact is None:
+        return None
+    return address_fingerprint(fact.contacts.get(CONTACT_FOR_KIND.get(kind, "")))
 
 
 class _Planner:
@@ -135,7 +145,7 @@ class _Planner:
         self.enrolled: dict[str, dict[int, SnapshotEnrollment]] = defaultdict(dict)
         for e in sorted(state.enrollments, key=lambda e: (e.campaign, e.customer_id)):
             self.enrolled[e.campaign][int(e.customer_id)] = e
-        self.unsubscribed = held_by_state(state)
+        self.unsubscribed = held_by_state(state, facts)
         self.outcomes = state.outcomes
         self.rows: dict[tuple[str, int], tuple[_Row, Flow]] = {}
         self.held: Counter = Counter()

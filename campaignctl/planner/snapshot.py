@@ -55,8 +55,9 @@ class StateSnapshot:
     enrollments: tuple[SnapshotEnrollment, ...] = ()  # one per (campaign, customer): the latest, any status
     recent_sends: tuple[SentMessage, ...] = ()
     unsubscribed: frozenset[tuple[int, str]] = frozenset()  # (customer_id, channel kind)
-    # (customer_id, channel kind) whose address the provider said is gone (a bounce with address_invalid)
-    address_invalid: frozenset[tuple[int, str]] = frozenset()
+    # (customer_id, channel kind, address fingerprint or None) of addresses the provider said are gone
+    # (a bounce with address_invalid); the customer is held on that kind while their address is that one
+    address_invalid: frozenset[tuple[int, str, str | None]] = frozenset()
     outcomes: Mapping[str, frozenset[str]] = field(default_factory=_empty)  # message key -> outcome types
     spend: Mapping[str, float] = field(default_factory=_empty)  # campaign -> spent so far (messages and incentives)
     spend_this_month: float = 0.0  # the whole project, in the current calendar month (project time zone)
@@ -87,8 +88,8 @@ class StateSnapshot:
             yield f"sent\t{s.customer_id}\t{_text(s.sent_at)}\t{s.channel}\t{s.campaign}"
         for customer_id, kind in sorted(self.unsubscribed):
             yield f"unsubscribed\t{customer_id}\t{kind}"
-        for customer_id, kind in sorted(self.address_invalid):
-            yield f"address_invalid\t{customer_id}\t{kind}"
+        for customer_id, kind, address in sorted(self.address_invalid, key=lambda row: (row[0], row[1], row[2] or "")):
+            yield f"address_invalid\t{customer_id}\t{kind}\t{address or '-'}"
         for key in sorted(self.outcomes):
             yield f"outcomes\t{key}\t{','.join(sorted(self.outcomes[key]))}"
         for campaign in sorted(self.spend):

@@ -314,12 +314,12 @@ class PostgresStateStore:
         )
         return [(customer, channel) for customer, channel in rows]
 
-    def invalid_addresses(self) -> list[tuple[str, str]]:
+    def invalid_addresses(self) -> list[tuple[str, str, str | None]]:
         rows = self._conn.execute(
-            "SELECT DISTINCT m.customer_id, m.channel FROM outcomes o JOIN messages m ON m.key = o.message_key"
-            " WHERE o.type = 'bounced' AND o.payload @> '{\"address_invalid\": true}'::jsonb ORDER BY 1, 2"
+            "SELECT DISTINCT m.customer_id, m.channel, o.payload->>'address' FROM outcomes o JOIN messages m ON m.key = o.message_key"
+            " WHERE o.type = 'bounced' AND o.payload @> '{\"address_invalid\": true}'::jsonb ORDER BY 1, 2, 3"
         )
-        return [(customer, channel) for customer, channel in rows]
+        return [(customer, channel, address) for customer, channel, address in rows]
 
     def spend(self, since: datetime | None = None) -> dict[str, float]:
         rows = self._conn.execute(

@@ -347,12 +347,12 @@ class SqliteStateStore:
         )
         return [(customer, channel) for customer, channel in rows]
 
-    def invalid_addresses(self) -> list[tuple[str, str]]:
+    def invalid_addresses(self) -> list[tuple[str, str, str | None]]:
         rows = self._db.execute(
-            "SELECT DISTINCT m.customer_id, m.channel FROM outcomes o JOIN messages m ON m.key = o.message_key"
-            " WHERE o.type = 'bounced' AND json_extract(o.payload, '$.address_invalid') = 1 ORDER BY 1, 2"  # JSON true reads as 1
+            "SELECT DISTINCT m.customer_id, m.channel, json_extract(o.payload, '$.address') FROM outcomes o JOIN messages m ON m.key = o.message_key"
+            " WHERE o.type = 'bounced' AND json_extract(o.payload, '$.address_invalid') = 1 ORDER BY 1, 2, 3"  # JSON true reads as 1
         )
-        return [(customer, channel) for customer, channel in rows]
+        return [(customer, channel, address) for customer, channel, address in rows]
 
     def spend(self, since: datetime | None = None) -> dict[str, float]:
         rows = self._db.execute(
