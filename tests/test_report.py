@@ -46,6 +46,20 @@ def test_the_report_recovers_a_planted_uplift_inside_its_interval(uplift_world):
     assert {x.arm for x in result.experiments} == {None, "early", "late"}
 
 
+def test_verdicts_are_on_p_values_holm_adjusted_over_the_whole_report(uplift_world):
+    from statsmodels.stats.multitest import multipletests
+
+    result = report(load_project(uplift_world.root), AS_OF, ReportOptions(analytics=False))
+    family = [c for e in result.experiments for c in (e.primary, e.conversion)]
+    assert len(family) == 6  # the campaign and its two arms, revenue and conversion each
+    assert [c.p_adjusted for c in family] == pytest.approx(list(multipletests([c.p_value for c in family], method="holm")[1]))
+    assert all(c.significant == (c.p_adjusted < 0.05) for c in family)
+    assert all(e.revenue.p_adjusted is None for e in result.experiments if e.revenue_cuped is not None)  # no verdict on it
+    assert {e.primary.method for e in result.experiments} <= {"permutation", "permutation+cuped"}  # a control of ~200
+    text = render_text(result)
+    assert "p (Holm)" in text and "over the 6 tests of this report" in text
+
+
 def test_funnel_and_economics_add_up_to_the_ledger(uplift_world):
     result = report(load_project(uplift_world.root), AS_OF)
     treated = len(uplift_world.treated)
@@ -109,6 +123,7 @@ def test_cli_formats_and_errors(uplift_world, tmp_path):
     data = json.loads(as_json.stdout)
     assert data["report_format"] == 1 and data["experiments"][0]["campaign"] == CAMPAIGN
     assert data["experiments"][0]["conversion"]["significant"] is True
+    assert data["experiments"][0]["conversion"]["p_adjusted"] >= data["experiments"][0]["conversion"]["p_value"]
     markdown = run_cli(uplift_world.root, CAMPAIGN, "--format", "md", "--no-analytics")
     assert markdown.returncode == 0 and "| campaign / arm |" in markdown.stdout
     page = tmp_path / "report.html"

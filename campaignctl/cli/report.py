@@ -33,7 +33,7 @@ def _moment(text: str | None, option: str):
               help="Measure a campaign another system sent: CSV or Parquet with customer_id, group (control/treatment/arm), entered_at.")
 @click.option("--control-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="With --assignments: the configured control share, for the sample-ratio check.")
-@click.option("--bootstrap", is_flag=True, help="Revenue intervals by bootstrap instead of Welch's t.")
+@click.option("--bootstrap", is_flag=True, help="Revenue p-values and intervals by bootstrap instead of the permutation test (small groups) or Welch's t (large ones).")
 @click.option("--no-analytics", is_flag=True, help="Skip the CRM analytics and the global-holdout view (faster).")
 @click.option("--format", "output_format", type=FORMATS, default="text", show_default=True,
               help="text for people, md for a wiki or pull request, json for machines, html for the dashboard page.")

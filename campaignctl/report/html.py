@@ -145,7 +145,7 @@ def uplift_chart(report: Report) -> str:
         c = e.conversion
         y = 16 + i * row_h
         color = GREEN if c.significant and c.difference > 0 else RED if c.significant else GREY
-        tip = f"{experiment_name(e)}: {c.difference * 100:+.2f} pt [{c.ci_low * 100:+.2f}, {c.ci_high * 100:+.2f}], p {c.p_value:.3g}"
+        tip = f"{experiment_name(e)}: {c.difference * 100:+.2f} pt [{c.ci_low * 100:+.2f}, {c.ci_high * 100:+.2f}], p {c.verdict_p_value:.3g}" + (" (Holm)" if c.p_adjusted is not None else "")
         parts += [
             _text(left - 8, y + 4, experiment_name(e)[:26], "end"),
             f"<g><title>{escape(tip)}</title><line x1='{x(c.ci_low):.1f}' x2='{x(c.ci_high):.1f}' y1='{y}' y2='{y}' stroke='{color}' stroke-width='2'/>"

@@ -42,9 +42,9 @@ class Experiment:
     arm: str | None
     comparison_group: str  # "control", or "holdout" for a campaign without its own control
     sample_ratio: SampleRatio | None  # None when the configured split is unknown
-    conversion: Comparison
-    revenue: Comparison  # revenue per assigned customer, zeros included
-    revenue_cuped: Comparison | None
+    conversion: Comparison  # z-test, or Fisher's exact test for small cells; Holm-adjusted
+    revenue: Comparison  # revenue per assigned customer, zeros included; Holm-adjusted when it is the primary
+    revenue_cuped: Comparison | None  # the primary when present, Holm-adjusted
     detectable_conversion: DetectableEffect
     detectable_revenue: DetectableEffect
     incremental_revenue: float  # difference per customer x treated customers
@@ -54,8 +54,11 @@ class Experiment:
 
     @property
     def primary(self) -> Comparison:
-        """The one comparison the verdict is on (one test, so no multiple-comparison
-        inflation): revenue per assigned customer, CUPED-adjusted when possible."""
+        """The revenue comparison the verdict is on: revenue per assigned
+        customer, CUPED-adjusted when possible. It is one of two tests per row
+        (conversion is the other), and a report has many rows, some sharing a
+        control: the report's experiments adjust all of them together by Holm
+        (Comparison.p_adjusted), and ``significant`` reads the adjusted value."""
         return self.revenue_cuped or self.revenue
 
 

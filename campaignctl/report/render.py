@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from .model import Experiment, Report
-from .stats import Comparison
+from .stats import MIN_EXPECTED_CELL, PERMUTATION_BELOW, Comparison
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -52,6 +52,7 @@ def interval(low: float | None, high: float | None, fmt) -> str:
 
 
 def verdict(comparison: Comparison) -> str:
+    """On the adjusted p-value when the comparison is one of the report's family (Comparison.significant)."""
     if math.isnan(comparison.p_value):
         return "too few customers"
     if not comparison.significant:
@@ -81,9 +82,10 @@ def _incrementality(report: Report, cur: str) -> Section:
             experiment_name(e), f"{e.conversion.treated_n:,}", f"{e.conversion.control_n:,}",
             f"{percent(e.conversion.treated_mean, 2)} vs {percent(e.conversion.control_mean, 2)}",
             f"{points(e.conversion.difference)} {interval(e.conversion.ci_low, e.conversion.ci_high, lambda v: f'{v * 100:+.2f}')}",
-            p_value(e.conversion.p_value),
+            p_value(e.conversion.verdict_p_value),
             f"{money(e.revenue.treated_mean)} vs {money(e.revenue.control_mean)}",
             f"{revenue.difference:+,.1f} {interval(revenue.ci_low, revenue.ci_high, lambda v: f'{v:+,.1f}')}",
+            p_value(revenue.verdict_p_value),
             f"{percent(e.revenue.relative_lift, 0, True)} {interval(e.revenue.lift_ci_low, e.revenue.lift_ci_high, lambda v: percent(v, 0, True))}",
             f"{money(e.incremental_revenue)} {interval(e.incremental_revenue_low, e.incremental_revenue_high, money)}",
             "too early: no window has passed" if e.window_complete == 0 else
@@ -102,10 +104,21 @@ def _incrementality(report: Report, cur: str) -> Section:
                      + ", ".join(unfinished))
     if any(e.revenue_cuped for e in report.experiments):
         notes.append(f"revenue intervals are CUPED-adjusted with each customer's spend in the {report.pre_period_days:g} days before entry")
-    headers = ("campaign / arm", "treated", "control", "conversion", "difference [95% CI]", "p",
-               f"revenue / customer, {cur}", "difference [95% CI]", "lift [95% CI]", f"incremental revenue, {cur} [95% CI]",
+    if report.experiments:
+        notes.append(_tests_note(report.experiments))
+    headers = ("campaign / arm", "treated", "control", "conversion", "difference [95% CI]", "p (Holm)",
+               f"revenue / customer, {cur}", "difference [95% CI]", "p (Holm)", "lift [95% CI]", f"incremental revenue, {cur} [95% CI]",
                "verdict", "detectable (80% power)")
     return Section("Incrementality: treated against control, per assigned customer", headers, tuple(rows), tuple(notes))
+
+
+def _tests_note(experiments: tuple[Experiment, ...]) -> str:
+    tests = sum(1 for e in experiments for c in (e.primary, e.conversion) if c.p_adjusted is not None)
+    return (f"p (Holm): p-values adjusted by Holm over the {tests} tests of this report (revenue and conversion of every row); "
+            "the verdicts use them, the 95% intervals are per comparison, so an interval can exclude 0 with no significant "
+            "difference; revenue is tested by permutation while the smaller group has fewer than "
+            f"{PERMUTATION_BELOW:,} customers, by Welch's t above; conversion by the two-proportion z-test, "
+            f"by Fisher's exact test when a cell expects fewer than {MIN_EXPECTED_CELL} customers")
 
 
 def _detectable(e: Experiment) -> str:
