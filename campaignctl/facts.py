@@ -125,12 +125,8 @@ class CustomerFacts:
 
     def rows_of(self, customer_ids: np.ndarray) -> np.ndarray:
         """The table row of each of ``customer_ids``; -1 where the table lacks one."""
-        ids, order = self._sorted
         wanted = np.asarray(customer_ids, dtype=np.int64)
-        at = np.searchsorted(ids, wanted)
-        at_clipped = np.minimum(at, max(len(ids) - 1, 0))
-        found = (at < len(ids)) & (ids[at_clipped] == wanted) if len(ids) else np.zeros(len(wanted), dtype=bool)
-        return np.where(found, order[at_clipped] if len(ids) else -1, -1)
+        return np.fromiter((self._rows.get(c, -1) for c in wanted.tolist()), dtype=np.int64, count=len(wanted))
 
     @property
     def rows(self) -> Mapping[int, int]:
@@ -148,8 +144,10 @@ class CustomerFacts:
         return None if row is None else (self._values["timezone"][row] or None)
 
     def inactive_rows(self, now: datetime, days: int | None) -> np.ndarray:
-        """Per table row, what :func:`campaignctl.planner.gate.inactive` says:
-        no order (or, never ordered, no sign-up) within ``days`` days of ``now``."""
+        """Per table row, whether the customer is inactive (suppressed by
+        policies.suppress_inactive_days): no order for more than ``days`` days
+        before ``now``; customers who never ordered count from their
+        created_at. Unknown dates never suppress."""
         if days is None:
             return np.zeros(self.table.num_rows, dtype=bool)
         last_order, created = self._micros["last_order_at"], self._micros["created_at"]
@@ -203,12 +201,6 @@ class CustomerFacts:
     def _rows(self) -> dict[int, int]:
         ids = self.table.column("customer_id").to_numpy()
         return dict(zip(ids.tolist(), range(len(ids))))
-
-    @cached_property
-    def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
-        ids = self.table.column("customer_id").to_numpy().astype(np.int64, copy=False)
-        order = np.argsort(ids, kind="stable")
-        return ids[order], order
 
     @cached_property
     def _values(self) -> dict[str, np.ndarray]:

@@ -26,15 +26,6 @@ FREQUENCY_CAP = "frequency_cap"
 BUDGET = "budget"
 
 
-def inactive(fact: CustomerFact | None, now: datetime, days: int | None) -> bool:
-    """No order for more than ``days`` days; customers who never ordered count
-    from their created_at. Unknown dates never suppress."""
-    if days is None or fact is None:
-        return False
-    last = fact.last_order_at or fact.created_at
-    return last is not None and now - last > timedelta(days=days)
-
-
 def _clock(text: str) -> time:
     hours, minutes = text.split(":")
     return time(int(hours), int(minutes))
