@@ -286,11 +286,13 @@ def event_lookback(project: Project) -> timedelta:
 def load_customer_facts(project: Project, source: DataSource, customer_ids: Sequence[int] | None, now: datetime) -> CustomerFacts:
     """Facts for ``customer_ids`` (None: every customer) as of ``now``."""
     now = _utc(now).astimezone(UTC)
-    ids = None if customer_ids is None else sorted({int(i) for i in customer_ids})
+    ids = None if customer_ids is None else _wanted_ids(customer_ids)
     # A long IN list costs more to generate and parse than reading every
     # customer; past a few thousand ids, read all and keep the wanted rows here.
-    in_sql = ids if ids is not None and len(ids) <= IN_LIST_LIMIT else None
-    table = _keep(source.query(facts_query(project, source, in_sql, now)), ids)
+    in_sql = ids.tolist() if ids is not None and len(ids) <= IN_LIST_LIMIT else None
+    # The query leaves the order to us: one take here both orders and keeps rows,
+    # cheaper than the engine sorting wide rows.
+    table = _keep(source.query(facts_query(project, source, in_sql, now)), ids, order=True)
     events = EVENTS_SCHEMA.empty_table()
     types = trigger_event_types(project)
     if types:
@@ -301,16 +303,46 @@ def load_customer_facts(project: Project, source: DataSource, customer_ids: Sequ
 IN_LIST_LIMIT = 2000
 
 
-def _keep(table: pyarrow.Table, ids: Sequence[int] | None) -> pyarrow.Table:
-    if ids is None or len(ids) <= IN_LIST_LIMIT:
-        return table
-    import pyarrow.compute as pc
+def _wanted_ids(customer_ids: Sequence[int]) -> np.ndarray:
+    """The distinct ids, ascending, as int64."""
+    ids = customer_ids if isinstance(customer_ids, np.ndarray) else np.asarray(customer_ids)
+    if ids.ndim != 1 or ids.dtype.kind != "i":  # str, uint64, Python ints beyond int64, empty: the general way
+        return np.array(sorted({int(i) for i in customer_ids}), dtype=np.int64)
+    ids = ids.astype(np.int64, copy=False)
+    if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+        ids = np.sort(ids)
+        ids = ids[np.concatenate(([True], ids[1:] != ids[:-1]))]
+    return ids
 
-    return table.filter(pc.is_in(table.column("customer_id"), value_set=pyarrow.array(ids, pyarrow.int64())))
+
+def _keep(table: pyarrow.Table, ids: np.ndarray | None, order: bool = False) -> pyarrow.Table:
+    """``table``'s rows of ``ids`` (all rows when None, or when the query kept
+    only those already), in customer_id order (stable) when ``order``."""
+    select = ids is not None and len(ids) > IN_LIST_LIMIT
+    column = table.column("customer_id")
+    if column.null_count:  # not in sound data; Arrow's kernels then do as SQL would (nulls last, never wanted)
+        import pyarrow.compute as pc
+
+        if order:
+            table = table.take(pc.sort_indices(column))  # stable, nulls at the end
+        if select:
+            table = table.filter(pc.is_in(table.column("customer_id"), value_set=pyarrow.array(ids, pyarrow.int64())))
+        return table
+    have = column.to_numpy()
+    rows = None
+    if order and len(have) > 1 and not bool(np.all(have[1:] >= have[:-1])):
+        rows = np.argsort(have, kind="stable")
+        have = have[rows]
+    if select:
+        wanted = ids[np.minimum(np.searchsorted(ids, have), len(ids) - 1)] == have
+        if not wanted.all():
+            rows = np.flatnonzero(wanted) if rows is None else rows[wanted]
+    return table if rows is None else table.take(rows)
 
 
 def facts_query(project: Project, source: DataSource, customer_ids: Sequence[int] | None, now: datetime) -> str:
-    """One SELECT of :data:`SCHEMA`'s columns, in ``source.dialect``."""
+    """One SELECT of :data:`SCHEMA`'s columns, in ``source.dialect``, in no
+    particular order (:func:`load_customer_facts` orders the rows)."""
     mapping = project.data_source
 
     def col(alias: str, table: str, logical: str) -> exp.Column:
@@ -327,32 +359,41 @@ def facts_query(project: Project, source: DataSource, customer_ids: Sequence[int
             return col("c", "customers", logical)
         return exp.Null()
 
+    def wanted(alias: str, logical: str) -> list[exp.Expression]:
+        # Also in the aggregates: a few customers' facts need not aggregate everyone's rows.
+        return [] if customer_ids is None else [_in(col(alias, logical, "customer_id"), customer_ids)]
+
+    # The latest row per channel decides; on a tie in time, revoked (any status
+    # but granted) wins, as in segments. One aggregate per customer, no window:
+    # per channel the latest granted and the latest other update; consent is
+    # given when a granted one is strictly the latest.
     k = "k"
-    channel, status = col(k, "consents", "channel"), col(k, "consents", "status")
-    granted = exp.EQ(this=status.copy(), expression=exp.Literal.string("granted"))
-    # The latest row per channel decides; on a tie in time, revoked wins (as in segments).
-    rank = exp.Window(
-        this=exp.RowNumber(),
-        partition_by=[col(k, "consents", "customer_id"), channel.copy()],
-        order=exp.Order(expressions=[
-            exp.Ordered(this=col(k, "consents", "updated_at"), desc=True),
-            exp.Ordered(this=_case(granted.copy(), 1, 0)),
-        ]),
-    )
-    ranked = (
-        exp.select(col(k, "consents", "customer_id").as_("customer_id"), channel.copy().as_("channel"),
-                   status.copy().as_("status"), rank.as_("row_rank"))
+    channel, status, updated_at = col(k, "consents", "channel"), col(k, "consents", "status"), col(k, "consents", "updated_at")
+    granted = exp.EQ(this=status, expression=exp.Literal.string("granted"))
+
+    def latest(kind: str, of_granted: bool) -> exp.Expression:
+        on_channel = exp.EQ(this=channel.copy(), expression=exp.Literal.string(kind))
+        if of_granted:
+            ifs = [exp.If(this=exp.and_(on_channel, granted.copy()), true=updated_at.copy())]
+        else:  # a null status is not granted: it falls through to the channel test
+            ifs = [exp.If(this=granted.copy(), true=exp.Null()), exp.If(this=on_channel, true=updated_at.copy())]
+        return exp.Max(this=exp.Case(ifs=ifs))
+
+    consents = (
+        exp.select(col(k, "consents", "customer_id").as_("customer_id"),
+                   *(exp.alias_(latest(kind, of_granted), f"{prefix}_{kind}", quoted=True)
+                     for kind in CONSENT_KINDS for prefix, of_granted in (("granted", True), ("other", False))))
         .from_(table("consents", k))
-        .where(exp.LTE(this=col(k, "consents", "updated_at"), expression=_timestamp(now)))
+        .where(exp.and_(exp.LTE(this=updated_at.copy(), expression=_timestamp(now)), *wanted(k, "consents")))
+        .group_by(col(k, "consents", "customer_id"))
     )
-    flags = [
-        exp.alias_(exp.Max(this=_case(exp.and_(
-            exp.EQ(this=exp.column("channel"), expression=exp.Literal.string(kind)),
-            exp.EQ(this=exp.column("status"), expression=exp.Literal.string("granted"))), 1, 0)), f"consent_{kind}", quoted=True)
-        for kind in CONSENT_KINDS
-    ]
-    consents = (exp.select("customer_id", *flags).from_(ranked.subquery("latest"))
-                .where(exp.EQ(this=exp.column("row_rank"), expression=exp.Literal.number(1))).group_by("customer_id"))
+
+    def consent(kind: str) -> exp.Expression:
+        given, other = (exp.column(f"{prefix}_{kind}", table="k", quoted=True) for prefix in ("granted", "other"))
+        return exp.Case(ifs=[exp.If(this=exp.Is(this=given, expression=exp.Null()), true=exp.Literal.number(0)),
+                             exp.If(this=exp.Is(this=other, expression=exp.Null()), true=exp.Literal.number(1)),
+                             exp.If(this=exp.GT(this=given.copy(), expression=other.copy()), true=exp.Literal.number(1))],
+                        default=exp.Literal.number(0))
 
     o = "o"
     orders = (
@@ -361,15 +402,14 @@ def facts_query(project: Project, source: DataSource, customer_ids: Sequence[int
                    exp.alias_(exp.Max(this=col(o, "orders", "ts")), "last_order_at"))
         .from_(table("orders", o))
         .where(exp.and_(exp.EQ(this=col(o, "orders", "status"), expression=exp.Literal.string("completed")),
-                        exp.LTE(this=col(o, "orders", "ts"), expression=_timestamp(now))))
+                        exp.LTE(this=col(o, "orders", "ts"), expression=_timestamp(now)), *wanted(o, "orders")))
         .group_by(col(o, "orders", "customer_id"))
     )
 
     c = "c"
     columns: list[exp.Expression] = [exp.alias_(col(c, "customers", "customer_id"), "customer_id", quoted=True)]
     columns += [exp.alias_(customer(name), name, quoted=True) for name in CONTACT_COLUMNS + ("timezone",)]
-    columns += [exp.alias_(exp.Coalesce(this=exp.column(f"consent_{kind}", table="k", quoted=True), expressions=[exp.Literal.number(0)]),
-                           f"consent_{kind}", quoted=True) for kind in CONSENT_KINDS]
+    columns += [exp.alias_(consent(kind), f"consent_{kind}", quoted=True) for kind in CONSENT_KINDS]
     columns += [exp.alias_(customer("created_at"), "created_at", quoted=True)]
     columns += [exp.alias_(exp.column(name, table="o", quoted=True), name, quoted=True) for name in ("first_order_at", "last_order_at")]
     query = (
@@ -377,10 +417,9 @@ def facts_query(project: Project, source: DataSource, customer_ids: Sequence[int
         .from_(table("customers", c))
         .join(consents.subquery("k"), on=exp.EQ(this=exp.column("customer_id", table="k"), expression=col(c, "customers", "customer_id")), join_type="left")
         .join(orders.subquery("o"), on=exp.EQ(this=exp.column("customer_id", table="o"), expression=col(c, "customers", "customer_id")), join_type="left")
-        .order_by(col(c, "customers", "customer_id"))
     )
     if customer_ids is not None:
-        query = query.where(_in(col(c, "customers", "customer_id"), customer_ids))
+        query = query.where(*wanted(c, "customers"))
     return query.sql(dialect=source.dialect)
 
 
@@ -411,10 +450,6 @@ def events_query(project: Project, dialect: str, customer_ids: Sequence[int] | N
 
 def _timestamp(value: datetime) -> exp.Expression:
     return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMPTZ")
-
-
-def _case(condition: exp.Expression, then: int, otherwise: int) -> exp.Expression:
-    return exp.Case(ifs=[exp.If(this=condition, true=exp.Literal.number(then))], default=exp.Literal.number(otherwise))
 
 
 def _in(expression: exp.Expression, values: Sequence[Any]) -> exp.Expression:
