@@ -126,7 +126,11 @@ class CustomerFacts:
     def rows_of(self, customer_ids: np.ndarray) -> np.ndarray:
         """The table row of each of ``customer_ids``; -1 where the table lacks one."""
         wanted = np.asarray(customer_ids, dtype=np.int64)
-        return np.fromiter((self._rows.get(c, -1) for c in wanted.tolist()), dtype=np.int64, count=len(wanted))
+        ids, rows = self._sorted_ids
+        if not len(ids):
+            return np.full(len(wanted), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+        return np.where(ids[at] == wanted, rows[at], -1)
 
     @property
     def rows(self) -> Mapping[int, int]:
@@ -154,6 +158,31 @@ class CustomerFacts:
         last = np.where(last_order != _NULL_TIME, last_order, created)
         now_us = (now - _EPOCH) // timedelta(microseconds=1)
         return (last != _NULL_TIME) & (now_us - last > days * 86_400_000_000)
+
+    def last_order_micros(self, rows: np.ndarray) -> np.ndarray:
+        """The latest completed order of each table row in ``rows`` as µs since
+        the epoch; :data:`NO_TIME` where none (or the row is -1)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        found = self._micros["last_order_at"][np.where(rows >= 0, rows, 0)] if len(self.table) else np.full(len(rows), NO_TIME)
+        return np.where(rows >= 0, found, NO_TIME)
+
+    def latest_event_micros(self, event_type: str, customer_ids: np.ndarray) -> np.ndarray:
+        """:meth:`latest_event` for many customers, as µs since the epoch; :data:`NO_TIME` where none."""
+        ids, times = self._event_columns(event_type)
+        wanted = np.asarray(customer_ids, dtype=np.int64)
+        at = np.minimum(np.searchsorted(ids, wanted), max(len(ids) - 1, 0))
+        if not len(ids):
+            return np.full(len(wanted), NO_TIME, dtype=np.int64)
+        return np.where(ids[at] == wanted, times[at], NO_TIME)
+
+    def timezone_rows(self) -> tuple[np.ndarray, tuple[str | None, ...]]:
+        """Per table row, a code of its time zone fact, and the zone (None:
+        unknown) each code stands for."""
+        import pyarrow.compute as pc
+
+        encoded = pc.fill_null(self.table.column("timezone"), "").combine_chunks().dictionary_encode()
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        return codes, tuple(zone or None for zone in encoded.dictionary.to_pylist())
 
     def reach_rows(self, kinds: Sequence[str]) -> np.ndarray:
         """Per table row, a code of :meth:`CustomerFact.reachable` over ``kinds``:
@@ -198,6 +227,15 @@ class CustomerFacts:
         return {}
 
     @cached_property
+    def _sorted_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(customer ids ascending, their table rows); the loaded table is in id order already."""
+        ids = self.table.column("customer_id").to_numpy()
+        if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+            return ids, np.arange(len(ids), dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        return ids[order], order.astype(np.int64)
+
+    @cached_property
     def _rows(self) -> dict[int, int]:
         ids = self.table.column("customer_id").to_numpy()
         return dict(zip(ids.tolist(), range(len(ids))))
@@ -213,6 +251,25 @@ class CustomerFacts:
         return {name: self.table.column(name).cast(pyarrow.int64()).fill_null(_NULL_TIME).to_numpy()
                 for name in ("created_at", "first_order_at", "last_order_at")}
 
+    def _event_columns(self, event_type: str) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted customer ids, their latest ``event_type`` in µs), built once per type."""
+        cache = self._event_arrays
+        if event_type not in cache:
+            import pyarrow.compute as pc
+
+            chosen = self.events.filter(pc.equal(self.events.column("type"), event_type))
+            ids = chosen.column("customer_id").to_numpy()
+            times = chosen.column("ts").cast(pyarrow.int64()).to_numpy()
+            order = np.lexsort((times, ids))
+            ids, times = ids[order], times[order]
+            last = np.r_[ids[1:] != ids[:-1], True] if len(ids) else np.empty(0, dtype=bool)
+            cache[event_type] = (ids[last], times[last])
+        return cache[event_type]
+
+    @cached_property
+    def _event_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {}
+
     @cached_property
     def _events(self) -> dict[tuple[int, str], datetime]:
         latest: dict[tuple[int, str], datetime] = {}
@@ -226,10 +283,21 @@ class CustomerFacts:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NULL_TIME = np.iinfo(np.int64).min
+NO_TIME = _NULL_TIME  # "no such time" in the µs columns
 
 
 def _time(micros: int) -> datetime | None:
     return None if micros == _NULL_TIME else _EPOCH + timedelta(microseconds=int(micros))
+
+
+def to_micros(moment: datetime | None) -> int:
+    """A UTC-aware instant as µs since the epoch (:data:`NO_TIME` for None): the unit of the fact columns."""
+    return _NULL_TIME if moment is None else (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(micros: int) -> datetime | None:
+    """The inverse of :func:`to_micros` (UTC)."""
+    return _time(micros)
 
 
 def reach_reasons(code: int, kinds: Sequence[str]) -> tuple[str | None, ...]:

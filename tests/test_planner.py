@@ -174,10 +174,58 @@ BROADCAST = """\
 # --------------------------------------------------------------------------- groups and hashing
 
 
+def offline_splitmix64(seed: int, n: int) -> int:
+    """The n-th output of SplitMix64 seeded with ``seed``, in plain integers."""
+    z = (seed + n * 0x9E3779B97F4A7C15) % 2**64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+    return z ^ (z >> 31)
+
+
 def offline_assignment(salt: str, campaign: str, customer_id: int) -> float:
     """docs/plan.md's formula, written out as an analyst would."""
-    digest = hashlib.sha256(f"{salt}/{campaign}/{customer_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    key = int.from_bytes(hashlib.sha256(f"{salt}/{campaign}".encode("utf-8")).digest()[:8], "big")
+    return (offline_splitmix64(key, customer_id) >> 11) / 2**53
+
+
+def test_the_offline_formula_is_splitmix64():
+    # Rosetta Code's reference outputs of SplitMix64 (Vigna's splitmix64.c) for seed 1234567.
+    assert [offline_splitmix64(1234567, n) for n in range(1, 6)] == [
+        6457827717110365317, 3203168211198807973, 9817491932198370423, 4593380528125082431, 16408922859458223821]
+
+
+def plan_md_draw_sql() -> str:
+    """The DuckDB query docs/plan.md gives analysts, verbatim."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "plan.md").read_text(encoding="utf-8")
+    section = text.split("## Groups and arms: the formulas", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```sql\n")
+    assert len(blocks) == 2, "docs/plan.md: expected one ```sql block in 'Groups and arms: the formulas'"
+    return blocks[1].split("```", 1)[0]
+
+
+def test_the_documented_duckdb_query_recomputes_the_planners_draws():
+    import duckdb
+
+    from campaignctl.planner.hashing import assignments
+
+    rng = np.random.default_rng(20261203)
+    ids = np.unique(np.concatenate([
+        np.arange(-1000, 2000, dtype=np.int64),
+        rng.integers(-2**63, 2**63 - 1, size=2000, dtype=np.int64, endpoint=True),
+        np.array([-2**63, -2**63 + 1, -2**53 - 1, 2**32, 2**53 + 1, 10**18, 2**63 - 2, 2**63 - 1], dtype=np.int64),
+    ]))
+    connection = duckdb.connect()
+    connection.execute("CREATE TABLE customers AS SELECT unnest(?::BIGINT[]) AS customer_id", [ids.tolist()])
+    rows = connection.execute(plan_md_draw_sql()).fetchall()
+    assert [row[0] for row in rows] == ids.tolist()
+    holdout_u = np.array([row[1] for row in rows])
+    control_u = np.array([row[2] for row in rows])
+    # bit for bit, not approximately
+    assert holdout_u.tolist() == assignments("uyut-home", "", ids).tolist()
+    assert control_u.tolist() == assignments("uyut-home", "churn_winback", ids).tolist()
+    for i in range(0, len(ids), 97):
+        assert holdout_u[i] == offline_assignment("uyut-home", "", int(ids[i]))
+        assert control_u[i] == offline_assignment("uyut-home", "churn_winback", int(ids[i]))
 
 
 def test_control_and_holdout_never_get_messages_and_match_an_offline_recomputation(tmp_path):
@@ -364,6 +412,23 @@ def test_abandoned_cart_one_hour_after_the_event_unless_an_order_came(tmp_path):
     state = applied(second, applied(first))
     third = plan(project, audiences(later, everyone=[1, 2, 3]), state, later + timedelta(minutes=5), facts([1, 2, 3], later, events=events))
     assert [e.action for e in third.enrollments if e.action == "enter"] == []
+
+
+def test_a_first_plan_after_the_delay_sends_or_drops_at_entry(tmp_path):
+    # No plan ran in the hour after the carts: entry and the due step happen in
+    # the same plan, and `unless` and the goal are checked before sending.
+    project = make_project(tmp_path, EVENT)
+    cart_at = at("2026-12-01T12:00")
+    events = [dict(customer_id=i, type="cart_updated", ts=cart_at) for i in (1, 2, 3)]
+    now = cart_at + timedelta(hours=2)
+    ordered = {2: {"last_order_at": cart_at + timedelta(minutes=20)}, 3: {"last_order_at": cart_at - timedelta(minutes=5)}}
+    for one_by_one in (False, True):
+        p = plan(project, audiences(now, everyone=[1, 2, 3]), StateSnapshot(), now, facts([1, 2, 3], now, ordered, events=events),
+                 one_by_one=one_by_one)
+        assert sent_to(p) == [1, 3]
+        rows = enrolled(p)
+        assert (rows[2].action, rows[2].status, rows[2].exit_reason) == ("enter", "exited", "unless")
+        assert [(m.customer_id, m.due_at) for m in p.messages] == [(1, cart_at + timedelta(hours=1)), (3, cart_at + timedelta(hours=1))]
 
 
 # --------------------------------------------------------------------------- cascades
@@ -604,15 +669,18 @@ def test_forecast_counts_the_later_steps_by_day_and_channel(tmp_path):
 
 def test_bulk_draws_equal_the_documented_formula():
     """assignments() (every eligible customer at once) must give exactly what
-    assignment() computes for one: sha256("salt/campaign/id"), first 8 bytes."""
-    import hashlib
-
-    import numpy as np
+    assignment() computes for one: docs/plan.md's SplitMix64 draw, bit for bit."""
+    import warnings
 
     from campaignctl.planner.hashing import assignment, assignments
 
-    ids = np.array([0, 1, 7, 42, 10**9 + 7, 2**63 - 1, -5, 123456789012], dtype=np.int64)
-    bulk = assignments("shop", "winback", ids)
+    ids = np.array([0, 1, 7, 42, 10**9 + 7, 2**63 - 1, -5, -(2**63), 123456789012], dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # uint64 wrap-around is the formula, not an overflow to warn about
+        bulk = assignments("shop", "winback", ids)
     for customer_id, drawn in zip(ids.tolist(), bulk.tolist()):
-        digest = hashlib.sha256(f"shop/winback/{customer_id}".encode()).digest()
-        assert drawn == assignment("shop", "winback", customer_id) == int.from_bytes(digest[:8], "big") / 2.0**64
+        assert drawn == assignment("shop", "winback", customer_id) == offline_assignment("shop", "winback", customer_id)
+        assert 0 <= drawn < 1
+    assert assignments("shop", "winback", np.empty(0, dtype=np.int64)).shape == (0,)
+    with pytest.raises(TypeError, match="customer_id must be an integer"):
+        assignment("shop", "winback", "7")

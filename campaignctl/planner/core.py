@@ -7,10 +7,13 @@ collection is walked in sorted order, so equal inputs give equal plans.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
@@ -18,7 +21,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from ..contracts import address_fingerprint
-from ..facts import CONTACT_FOR_KIND, CustomerFacts, event_lookback, reach_reasons
+from ..facts import CONTACT_FOR_KIND, NO_TIME, CustomerFacts, event_lookback, from_micros, reach_reasons, to_micros
 from ..model import Project
 from ..offers.history import CustomerHistory, HistorySpec
 from ..segments.evaluate import Audiences
@@ -26,7 +29,7 @@ from ..sms import SmsEstimate
 from . import economics, gate, promo, sms_parts
 from .cascades import Flow, Step, condition_holds, goal_reached, resolve_channel, unless_happened
 from .forecast import Forecast
-from .hashing import CONTROL, HOLDOUT, TREATMENT, arms_of, assignments, campaign_versions, groups_of, message_key, window_of
+from .hashing import CONTROL, GROUPS, HOLDOUT, TREATMENT, arms_of, campaign_versions, group_codes, message_key, window_of
 from .plan import (
     CHANGE,
     CREATE,
@@ -48,13 +51,26 @@ from .plan import (
     MessageAction,
     Plan,
     Violation,
+    build_many,
 )
 from .snapshot import ACTIVE, SnapshotEnrollment, StateSnapshot
-from .triggers import ENTRY_GRACE, entries, may_enter, parse_at
+from .triggers import ENTRY_GRACE, entering, entries, may_enter, parse_at
 
 UTC = timezone.utc
 EXITED, COMPLETED = "exited", "completed"
 _EPSILON = 1e-9
+
+
+def _us(duration: timedelta) -> int:
+    return duration // timedelta(microseconds=1)
+
+
+def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_inverse=True), quick when all are equal (one
+    entry instant for a whole broadcast, say)."""
+    if len(values) and bool((values == values[0]).all()):
+        return values[:1], np.zeros(len(values), dtype=np.int64)
+    return np.unique(values, return_inverse=True)
 
 
 @dataclass
@@ -114,6 +130,48 @@ class _Candidate:
     key: str
 
 
+@dataclass
+class _Block:
+    """The gate's candidates of one campaign at one priority, ordered by customer."""
+
+    campaign: str
+    customers: np.ndarray
+    channels: np.ndarray  # codes of planner.channel_names
+    costs: np.ndarray
+    flows: list[Flow]
+    flow_slot: np.ndarray  # the flow of each candidate (rows from state may run an old version)
+    objects: list[_Candidate]  # the one-by-one candidates
+    order: np.ndarray  # where each candidate came from: objects first, then the entrants'
+    entrant: np.ndarray  # the entrant index of each candidate, -1 for objects
+    entrants: _Entrants | None
+
+
+# What the gate decided for a candidate message.
+SENT, DEFERRED, OVER_BUDGET, CAPPED = 0, 1, 2, 3
+
+
+@dataclass
+class _Entrants:
+    """The customers entering one campaign in this plan, as columns: most of a
+    plan's rows. Each is walked and gated like a :class:`_Row` (which rows from
+    state, and the one-by-one reference path, still use), a step at a time for
+    all of them."""
+
+    flow: Flow
+    ids: np.ndarray  # int64, sorted
+    at: np.ndarray  # entry instants, µs since the epoch
+    groups: np.ndarray  # object: treatment | control | holdout
+    arms: np.ndarray  # object: arm name or None
+    entries: np.ndarray  # int64: entries so far, this one included
+    reach: np.ndarray  # int64: reach class (planner.reach_classes)
+    step: np.ndarray  # int64: the next step to run
+    due: np.ndarray  # int64 µs: next_step_at, NO_TIME for none
+    status: np.ndarray  # object: active | exited | completed
+    exit_reason: np.ndarray  # object
+    option: np.ndarray  # int64: the message due now (planner.options), -1 for none
+    last_message_key: np.ndarray  # object: the key of the message this plan sends, else None
+
+
 def held_by_state(state: StateSnapshot, facts: CustomerFacts) -> dict[tuple[int, str], str]:
     """(customer, channel kind) -> the rule that keeps them off that kind, from
     what state recorded: an unsubscribe (for good), or an address the provider
@@ -134,7 +192,8 @@ def _address_now(facts: CustomerFacts, customer_id: int, kind: str) -> str | Non
 
 class _Planner:
     def __init__(self, project: Project, audiences: Audiences, state: StateSnapshot, now: datetime,
-                 facts: CustomerFacts, versions: Mapping[str, tuple[str, Mapping[str, Any]]], sms: Sequence[SmsEstimate] = ()):
+                 facts: CustomerFacts, versions: Mapping[str, tuple[str, Mapping[str, Any]]], sms: Sequence[SmsEstimate] = (),
+                 one_by_one: bool = False):
         self.project, self.audiences, self.state, self.now, self.facts = project, audiences, state, now, facts
         self.tz = project.timezone
         self.policies = project.policies
@@ -154,10 +213,21 @@ class _Planner:
         self.old_flows: dict[tuple[str, str], Flow | None] = {}
         self.lookback = event_lookback(project)
         self._assigned: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._draws: tuple[np.ndarray, np.ndarray] | None = None
+        self._group_counts: dict[str, dict[str, int]] = {}
         self.kinds = tuple(sorted({channel.kind for channel in project.channels.values()}))
         self._reach: dict[int, tuple] = {}
         self._resolved: dict[tuple[int, tuple], tuple[str, str, float] | str] = {}
+        self.one_by_one = one_by_one
+        self.channel_names = tuple(sorted(project.channels))
+        self._deferrals: dict[tuple, tuple[datetime, str] | None] = {}
+        self._moments: dict[int, datetime] = {}
+        self.entrants: dict[str, _Entrants] = {}
+        self.object_messages: list[MessageAction] = []  # the gate's, for rows one by one
+        self.object_enrollments: list[EnrollmentAction] = []
+        self.options: list[tuple[str, str, float]] = []  # (channel, template, cost) of a step's message
+        self.option_index: dict[tuple[str, str, float], int] = {}
+        self.reasons: list[str] = []  # why a step was held back
+        self.reason_index: dict[str, int] = {}
 
     # ------------------------------------------------------------------ per-customer facts, memoised
 
@@ -192,6 +262,11 @@ class _Planner:
     @cached_property
     def held_customers(self) -> frozenset[int]:
         return frozenset(customer_id for customer_id, _ in self.unsubscribed)
+
+    @cached_property
+    def zones(self) -> tuple[np.ndarray, tuple[str | None, ...]]:
+        """(a time zone code per facts row, the zone each code stands for)."""
+        return self.facts.timezone_rows()
 
     @cached_property
     def inactive_rows(self) -> np.ndarray:
@@ -249,6 +324,9 @@ class _Planner:
         for customer_id, e in self.enrolled.get(flow.campaign, {}).items():
             if e.status != ACTIVE:
                 continue
+            if e.version == flow.version and not (flow.enabled and e.group == TREATMENT and e.next_step_at is not None
+                                                  and e.next_step_at <= self.now):
+                continue  # nothing due: left as it is (the forecast counts its later steps)
             row = _Row.of(e)
             run = flow
             if e.version != flow.version:
@@ -287,40 +365,33 @@ class _Planner:
             if excluded is None:
                 raise ValueError(f"campaign {flow.campaign}: excluded segment {segment!r} was not evaluated (audiences lack it)")
             eligible = np.setdiff1d(eligible, np.asarray(excluded, dtype=np.int64), assume_unique=True)
-        return np.asarray(members), np.sort(eligible)
+        if len(eligible) > 1 and bool(np.any(eligible[1:] < eligible[:-1])):  # Audiences promise sorted members
+            eligible = np.sort(eligible)
+        return np.asarray(members), eligible
 
     def assigned(self, flow: Flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(eligible ids, their groups, their arms) of a campaign, drawn once per plan."""
         if flow.campaign not in self._assigned:
             _, eligible = self.eligible(flow)
-            draws = self.holdout_draws(eligible) if self.policies.global_holdout > 0 else None
-            groups = groups_of(self.project.name, flow.campaign, eligible, holdout=self.policies.global_holdout,
-                               control=flow.control, holdout_draws=draws)
-            arms = np.full(len(eligible), None, dtype=object)
-            treated = groups == TREATMENT
+            codes = group_codes(self.project.name, flow.campaign, eligible, holdout=self.policies.global_holdout, control=flow.control)
+            arms = np.empty(len(eligible), dtype=object)  # all None
+            treated = codes == GROUPS.index(TREATMENT)
             arms[treated] = arms_of(self.project.name, flow.campaign, eligible[treated], [(a.name, a.weight) for a in flow.arms])
-            self._assigned[flow.campaign] = (eligible, groups, arms)
+            self._assigned[flow.campaign] = (eligible, np.array(GROUPS, dtype=object)[codes], arms)
+            self._group_counts[flow.campaign] = dict(zip(GROUPS, np.bincount(codes, minlength=len(GROUPS)).tolist()))
         return self._assigned[flow.campaign]
-
-    def holdout_draws(self, ids: np.ndarray) -> np.ndarray:
-        """The global-holdout draw of each of ``ids`` (sorted); one draw per customer per plan."""
-        if self._draws is None:
-            members = [np.asarray(m, dtype=np.int64) for m in self.audiences.members.values()]
-            known = np.unique(np.concatenate(members)) if members else np.empty(0, dtype=np.int64)
-            self._draws = (known, assignments(self.project.name, "", known))
-        known, draws = self._draws
-        at = np.searchsorted(known, ids)
-        return draws[at]
 
     def enter(self, flow: Flow) -> CampaignAudience:
         members, _ = self.eligible(flow)
         eligible, group_array, arm_array = self.assigned(flow)
         existing = self.enrolled.get(flow.campaign, {})
-        groups = Counter(group_array.tolist())
-        arm_counts = Counter(arm for arm in arm_array.tolist() if arm)
-        assigned = dict(zip(eligible.tolist(), zip(group_array.tolist(), arm_array.tolist())))
+        groups = self._group_counts[flow.campaign]
+        arm_counts = {arm.name: int(np.count_nonzero(arm_array == arm.name)) for arm in flow.arms}
         entering = suppressed = 0
-        if flow.enabled:
+        if flow.enabled and not self.one_by_one:
+            entering, suppressed = self.enter_columns(flow, eligible, group_array, arm_array, existing)
+        elif flow.enabled:
+            assigned = dict(zip(eligible.tolist(), zip(group_array.tolist(), arm_array.tolist())))
             for customer_id, at in entries(flow, eligible.tolist(), existing, self.facts, self.now, self.tz, self.lookback):
                 if self.inactive_now(customer_id):
                     suppressed += 1
@@ -340,6 +411,125 @@ class _Planner:
             flow.campaign, flow.audience, int(len(members)), int(len(eligible)), groups[HOLDOUT], groups[CONTROL],
             groups[TREATMENT], tuple((arm.name, arm_counts[arm.name]) for arm in flow.arms), entering, suppressed,
         )
+
+    def enter_columns(self, flow: Flow, eligible: np.ndarray, group_array: np.ndarray, arm_array: np.ndarray,
+                      existing: Mapping[int, SnapshotEnrollment]) -> tuple[int, int]:
+        """The entering customers of ``flow`` as :class:`_Entrants`, walked to
+        their first message (the columns twin of the loop in :meth:`enter`):
+        (entering, suppressed)."""
+        positions, at = entering(flow, eligible, existing, self.facts, self.now, self.tz, self.lookback)
+        ids = eligible[positions]
+        rows = self.facts.rows_of(ids)
+        inactive = (rows >= 0) & self.inactive_rows[np.where(rows >= 0, rows, 0)]
+        suppressed = int(np.count_nonzero(inactive))
+        if suppressed:
+            self.held[(flow.campaign, gate.SUPPRESSED)] += suppressed
+        keep = ~inactive
+        positions, ids, at, rows = positions[keep], ids[keep], at[keep], rows[keep]
+        groups, arms = group_array[positions], arm_array[positions]
+        entries_so_far = np.ones(len(ids), dtype=np.int64)
+        if existing:
+            for index in np.flatnonzero(np.isin(ids, np.fromiter(existing, dtype=np.int64, count=len(existing)))).tolist():
+                entries_so_far[index] = existing[int(ids[index])].entries + 1
+        treated = (groups == TREATMENT) & bool(flow.steps)
+        due = np.full(len(ids), NO_TIME, dtype=np.int64)
+        if treated.any():
+            first_wait = _us(flow.steps[0].wait)
+            for arm in dict.fromkeys(arms[treated].tolist()):
+                chosen = treated & (arms == arm)
+                delay = _us(flow.delay(arm)) if flow.kind == "triggered" else 0
+                due[chosen] = at[chosen] + delay + first_wait
+        entrants = _Entrants(
+            flow, ids, at, groups, arms, entries_so_far, self.reach_classes(ids, rows),
+            step=np.zeros(len(ids), dtype=np.int64), due=due,
+            status=np.where(treated, ACTIVE, COMPLETED).astype(object),
+            exit_reason=np.where(groups != TREATMENT, groups, None),
+            option=np.full(len(ids), -1, dtype=np.int64),
+            last_message_key=np.empty(len(ids), dtype=object),  # all None
+        )
+        self.walk(entrants, rows)
+        self.entrants[flow.campaign] = entrants
+        return len(ids), suppressed
+
+    def walk(self, e: _Entrants, rows: np.ndarray) -> None:
+        """:meth:`progress` for entrants: those due now leave on `unless` or
+        their goal, else move step by step until one has a channel that reaches
+        them (a candidate for the gate) or the next step is not yet due. A new
+        enrollment has no previous message, so every step's `if` holds."""
+        flow, now = e.flow, to_micros(self.now)
+        due_now = (e.status == ACTIVE) & (e.due <= now)
+        if not due_now.any():
+            return
+        last_order = self.facts.last_order_micros(rows)
+        left = np.zeros(len(e.ids), dtype=bool)
+        if flow.kind == "triggered":
+            left = due_now & self.unless_happened(flow, e.ids, last_order, e.at)
+            self.leave(e, left, "unless")
+        if flow.goal_within is not None:
+            goal = due_now & ~left & (last_order != NO_TIME) & (e.at < last_order) & (last_order <= e.at + _us(flow.goal_within))
+            self.leave(e, goal, "goal")
+            left |= goal
+        walking = due_now & ~left
+        for index, step in enumerate(flow.steps):
+            if not walking.any():
+                return
+            option = self.options_for(step, e.ids, e.reach, walking)
+            sending = walking & (option >= 0)
+            e.option[sending] = option[sending]
+            held = walking & (option < 0)
+            for code, count in zip(*np.unique(option[held], return_counts=True)):
+                self.held[(flow.campaign, self.reasons[-int(code) - 1])] += int(count)
+            e.step[held] = index + 1
+            if index + 1 < len(flow.steps):
+                e.due[held] += _us(flow.steps[index + 1].wait)
+                walking = held & (e.due <= now)
+            else:
+                e.due[held] = NO_TIME
+                e.status[held] = COMPLETED
+                walking = held & False
+
+    @staticmethod
+    def leave(e: _Entrants, chosen: np.ndarray, reason: str) -> None:
+        e.status[chosen], e.due[chosen], e.exit_reason[chosen] = EXITED, NO_TIME, reason
+
+    def unless_happened(self, flow: Flow, ids: np.ndarray, last_order: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """cascades.unless_happened for many customers."""
+        happened = np.zeros(len(ids), dtype=bool)
+        for kind in flow.unless():
+            seen = last_order if kind == "order" else self.facts.latest_event_micros(kind, ids)
+            happened |= (seen != NO_TIME) & (seen > at)
+        return happened
+
+    def reach_classes(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Per customer, a class of equal :meth:`reach_key`: the facts' reach code,
+        or (state holds something against them, or no facts) one of their own, below 0."""
+        classes = np.where(rows >= 0, self.reach_codes[np.where(rows >= 0, rows, 0)], -1)
+        special = rows < 0
+        if self.held_customers:
+            special |= np.isin(ids, np.fromiter(self.held_customers, dtype=np.int64, count=len(self.held_customers)))
+        classes[special] = -1 - np.flatnonzero(special)
+        return classes
+
+    def options_for(self, step: Step, ids: np.ndarray, classes: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        """:meth:`resolve` for the ``chosen`` customers: an index into
+        ``self.options`` when a channel reaches them, else -1 - an index into
+        ``self.reasons`` (the rule that held the step back); 0 for the others."""
+        found = np.zeros(len(ids), dtype=np.int64)
+        unique, first = np.unique(classes[chosen], return_index=True)
+        representatives = ids[chosen][first]
+        codes = np.empty(len(unique), dtype=np.int64)
+        for position, customer_id in enumerate(representatives.tolist()):
+            codes[position] = self.option_code(self.resolve(step, customer_id))
+        found[chosen] = codes[np.searchsorted(unique, classes[chosen])]
+        return found
+
+    def option_code(self, resolved: tuple[str, str, float] | str) -> int:
+        table, index = (self.reasons, self.reason_index) if isinstance(resolved, str) else (self.options, self.option_index)
+        code = index.get(resolved)
+        if code is None:
+            code = index[resolved] = len(table)
+            table.append(resolved)
+        return -1 - code if isinstance(resolved, str) else code
 
     # ------------------------------------------------------------------ cascade steps
 
@@ -379,46 +569,197 @@ class _Planner:
     # ------------------------------------------------------------------ the gate
 
     def gate(self) -> tuple[list[MessageAction], list[Deferral], dict[str, list[float]]]:
-        caps = gate.FrequencyCaps.build(self.project, self.now, self.state.recent_sends)
+        """Every candidate message through the gate, in priority order (higher
+        first), then campaign, then customer: quiet hours and send windows
+        defer, budgets hold back, frequency caps skip the step."""
+        blocks = self.candidate_blocks()
+        customers = np.unique(np.concatenate([block.customers for block in blocks])) if blocks else np.empty(0, dtype=np.int64)
+        caps = gate.FrequencyCaps.build(self.project, self.now, self.state.recent_sends, customers, self.channel_names)
         planned_cost: Counter = Counter()
         over_budget: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # campaign -> [messages, cost]
-        messages, deferred = [], []
-        ordered = sorted(self.candidates, key=lambda c: (-c.flow.priority, c.flow.campaign, c.row.customer_id, c.row.step))
-        deferrals: dict[tuple, tuple[datetime, str] | None] = {}
-        for candidate in ordered:
-            row, flow = candidate.row, candidate.flow
+        messages: list[MessageAction] = []
+        deferred: list[Deferral] = []
+        for block in blocks:
+            outcome, moved = self.decide(block, caps, planned_cost)
+            held_cost = block.costs[outcome == OVER_BUDGET].tolist()
+            for rule, count in ((gate.BUDGET, len(held_cost)), (gate.FREQUENCY_CAP, int(np.count_nonzero(outcome == CAPPED)))):
+                if count:
+                    self.held[(block.campaign, rule)] += count
+            if held_cost:
+                over_budget[block.campaign][0] += len(held_cost)
+                for cost in held_cost:  # in the gate's order: the sum a loop would give
+                    over_budget[block.campaign][1] += cost
+            self.apply_objects(block, outcome, moved, messages, deferred)
+            self.apply_entrants(block, outcome, moved, messages, deferred)
+        return messages, deferred, over_budget
+
+    def candidate_blocks(self) -> list[_Block]:
+        """The candidates grouped by (priority, campaign), in the gate's order."""
+        grouped: dict[tuple[int, str], tuple[list[_Candidate], list[_Entrants]]] = defaultdict(lambda: ([], []))
+        for candidate in self.candidates:
+            grouped[(-candidate.flow.priority, candidate.flow.campaign)][0].append(candidate)
+        for name, e in self.entrants.items():
+            if (e.option >= 0).any():
+                grouped[(-e.flow.priority, name)][1].append(e)
+        return [self.block(campaign, *grouped[(priority, campaign)]) for priority, campaign in sorted(grouped)]
+
+    def block(self, campaign: str, objects: list[_Candidate], entrants: list[_Entrants]) -> _Block:
+        channel_code = {name: code for code, name in enumerate(self.channel_names)}
+        flows: list[Flow] = []
+        slots: dict[int, int] = {}
+
+        def slot(flow: Flow) -> int:
+            if id(flow) not in slots:
+                slots[id(flow)] = len(flows)
+                flows.append(flow)
+            return slots[id(flow)]
+
+        customers = [c.row.customer_id for c in objects]
+        channels = [channel_code[c.channel] for c in objects]
+        costs = [c.cost for c in objects]
+        flow_slot = [slot(c.flow) for c in objects]
+        entrant = [-1] * len(objects)
+        option_channel = np.array([channel_code[channel] for channel, _, _ in self.options] or [0], dtype=np.int64)
+        option_cost = np.array([cost for _, _, cost in self.options] or [0.0], dtype=np.float64)
+        parts = [np.asarray(customers, dtype=np.int64)], [np.asarray(channels, dtype=np.int64)], [np.asarray(costs, dtype=np.float64)]
+        slot_parts, entrant_parts = [np.asarray(flow_slot, dtype=np.int64)], [np.asarray(entrant, dtype=np.int64)]
+        for e in entrants:
+            chosen = np.flatnonzero(e.option >= 0)
+            parts[0].append(e.ids[chosen])
+            parts[1].append(option_channel[e.option[chosen]])
+            parts[2].append(option_cost[e.option[chosen]])
+            slot_parts.append(np.full(len(chosen), slot(e.flow), dtype=np.int64))
+            entrant_parts.append(chosen)
+        customers_all = np.concatenate(parts[0])
+        order = np.argsort(customers_all, kind="stable")  # one candidate per customer and campaign
+        entrant_all = np.concatenate(entrant_parts)[order]
+        return _Block(campaign, customers_all[order], np.concatenate(parts[1])[order], np.concatenate(parts[2])[order],
+                      flows, np.concatenate(slot_parts)[order], objects, order, entrant_all, entrants[0] if entrants else None)
+
+    def decide(self, block: _Block, caps: gate.FrequencyCaps, planned_cost: Counter) -> tuple[np.ndarray, list]:
+        """What the gate does with each candidate of ``block`` (SENT, DEFERRED,
+        OVER_BUDGET, CAPPED), and where deferred ones move ((until, rule) per candidate, None for the rest)."""
+        moved = self.deferrals(block)
+        live = np.fromiter((m is None for m in moved), dtype=bool, count=len(moved))
+        positions = caps.positions(block.customers)
+        blocked = caps.blocked(positions, block.channels)
+        budgets = np.array([np.inf if flow.budget is None else flow.budget for flow in block.flows])[block.flow_slot]
+        outcome = np.where(live, np.where(blocked, CAPPED, SENT), DEFERRED)
+        spent = float(self.state.spend.get(block.campaign, 0.0))
+        # Planned spend before each candidate while no budget holds one back; the
+        # sums are the ones a loop adding cost by cost would make.
+        planned = np.cumsum(np.r_[planned_cost[block.campaign], np.where(outcome == SENT, block.costs, 0.0)])
+        over = live & ((spent + planned[:-1]) + block.costs > budgets + _EPSILON)
+        first = int(np.argmax(over)) if over.any() else len(outcome)
+        so_far = float(planned[first])
+        for index in range(first, len(outcome)):  # from the first held back on: one by one
+            if not live[index]:
+                continue
+            cost = float(block.costs[index])
+            if spent + so_far + cost > budgets[index] + _EPSILON:
+                outcome[index] = OVER_BUDGET
+            elif blocked[index]:
+                outcome[index] = CAPPED
+            else:
+                outcome[index] = SENT
+                so_far += cost
+        planned_cost[block.campaign] = so_far
+        sent = outcome == SENT
+        caps.record(positions[sent], block.channels[sent])
+        return outcome, moved
+
+    def deferrals(self, block: _Block) -> list[tuple[datetime, str] | None]:
+        """gate.deferral per candidate; every candidate sends at ``now``, so the
+        answer depends on the customer's zone and the campaign's window alone."""
+        rows = self.facts.rows_of(block.customers)
+        codes, names = self.zones
+        zones = np.where(rows >= 0, codes[np.where(rows >= 0, rows, 0)], len(names))  # the last: no facts, no zone
+        pairs = zones * len(block.flows) + block.flow_slot
+        unique, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+        answers = []
+        for pair, index in zip(unique.tolist(), first.tolist()):
+            zone = (names + (None,))[pair // len(block.flows)]
+            flow = block.flows[pair % len(block.flows)]
             window = flow.schedule.get("window") if flow.kind == "recurring" else None
-            # Every candidate sends at `now`: the answer depends on the customer's zone alone.
-            memo = (self.facts.timezone(row.customer_id), id(window))
-            if memo not in deferrals:
-                deferrals[memo] = gate.deferral(self.now, self.facts.get(row.customer_id), self.tz, self.policies.quiet_hours, window)
-            moved = deferrals[memo]
-            if moved is not None:
-                until, rule = moved
+            memo = (zone, id(window))
+            if memo not in self._deferrals:
+                customer_id = int(block.customers[index])
+                self._deferrals[memo] = gate.deferral(self.now, self.facts.get(customer_id), self.tz, self.policies.quiet_hours, window)
+            answers.append(self._deferrals[memo])
+        return [answers[i] for i in inverse.tolist()]
+
+    def apply_objects(self, block: _Block, outcome: np.ndarray, moved: list, messages: list, deferred: list) -> None:
+        """The gate's decisions on rows one by one (from state, or the reference path)."""
+        for index in np.flatnonzero(block.entrant < 0).tolist():
+            candidate = block.objects[int(block.order[index])]
+            row, flow, decided = candidate.row, candidate.flow, outcome[index]
+            if decided == DEFERRED:
+                until, rule = moved[index]
                 deferred.append(Deferral(candidate.key, flow.campaign, row.customer_id, candidate.channel, until, rule))
                 row.next_step_at = until
                 row.mark(DEFER)
-                continue
-            if flow.budget is not None:
-                spent = float(self.state.spend.get(flow.campaign, 0.0)) + planned_cost[flow.campaign]
-                if spent + candidate.cost > flow.budget + _EPSILON:
-                    self.held[(flow.campaign, gate.BUDGET)] += 1
-                    over_budget[flow.campaign][0] += 1
-                    over_budget[flow.campaign][1] += candidate.cost
-                    continue  # the row waits as it is: sent once the budget allows
-            if caps.blocking(row.customer_id, candidate.channel) is not None:
-                self.held[(flow.campaign, gate.FREQUENCY_CAP)] += 1
+            elif decided == CAPPED:
                 row.advance(flow, self.now, SKIP)
-                continue
-            caps.record(row.customer_id, candidate.channel)
-            planned_cost[flow.campaign] += candidate.cost
-            messages.append(MessageAction(
-                candidate.key, flow.campaign, flow.version, row.customer_id, candidate.step.index, candidate.channel,
-                candidate.template, flow.offer_for(candidate.step, row.arm), candidate.cost, row.next_step_at, row.arm,
-            ))
-            row.last_message_key = candidate.key
-            row.advance(flow, self.now, SEND)
-        return messages, deferred, over_budget
+            elif decided == SENT:
+                messages.append(MessageAction(
+                    candidate.key, flow.campaign, flow.version, row.customer_id, candidate.step.index, candidate.channel,
+                    candidate.template, flow.offer_for(candidate.step, row.arm), candidate.cost, row.next_step_at, row.arm,
+                ))
+                row.last_message_key = candidate.key
+                row.advance(flow, self.now, SEND)
+                self.object_messages.append(messages[-1])
+
+    def apply_entrants(self, block: _Block, outcome: np.ndarray, moved: list, messages: list, deferred: list) -> None:
+        """The gate's decisions on entrants, a column at a time."""
+        e = block.entrants
+        if e is None:
+            return
+        chosen = block.entrant >= 0
+        indices, decided = block.entrant[chosen], outcome[chosen]
+        flow = e.flow
+        later = np.flatnonzero(chosen & (outcome == DEFERRED))
+        for position, index, key in zip(later.tolist(), block.entrant[later].tolist(), self.entrant_keys(e, block.entrant[later])):
+            until, rule = moved[position]
+            deferred.append(Deferral(key, flow.campaign, int(e.ids[index]), self.options[int(e.option[index])][0], until, rule))
+            e.due[index] = to_micros(until)
+        sent = indices[decided == SENT]
+        e.last_message_key[sent] = self.entrant_keys(e, sent)
+        offers = {(step.index, arm): flow.offer_for(step, arm) for step in flow.steps for arm in [None, *(a.name for a in flow.arms)]}
+        steps, arms, options = e.step[sent].tolist(), e.arms[sent].tolist(), e.option[sent].tolist()
+        chosen = [self.options[option] for option in options]
+        messages += build_many(MessageAction, (
+            e.last_message_key[sent].tolist(), [flow.campaign] * len(sent), [flow.version] * len(sent), e.ids[sent].tolist(),
+            steps, [channel for channel, _, _ in chosen], [template for _, template, _ in chosen],
+            [offers[(step, arm)] for step, arm in zip(steps, arms)], [cost for _, _, cost in chosen], self.moments(e.due[sent]), arms,
+        ))
+        self.advance_now(e, indices[(decided == SENT) | (decided == CAPPED)])
+
+    def advance_now(self, e: _Entrants, indices: np.ndarray) -> None:
+        """_Row.advance(flow, now) for entrants: the next step counts its wait from now."""
+        e.step[indices] += 1
+        now = to_micros(self.now)
+        for step_index in np.unique(e.step[indices]).tolist():
+            chosen = indices[e.step[indices] == step_index]
+            if step_index < len(e.flow.steps):
+                e.due[chosen] = now + _us(e.flow.steps[step_index].wait)
+            else:
+                e.due[chosen] = NO_TIME
+                e.status[chosen] = COMPLETED
+
+    def entrant_keys(self, e: _Entrants, indices: np.ndarray) -> list[str]:
+        """message_key of the entrants' due steps."""
+        unique, inverse = _distinct(e.at[indices])
+        windows = [window_of(e.flow.kind, from_micros(at), self.tz) for at in unique.tolist()]
+        prefix = f"{e.flow.campaign}/{e.flow.version}/"
+        return [f"{prefix}{customer_id}/{step}/{windows[window]}"
+                for customer_id, step, window in zip(e.ids[indices].tolist(), e.step[indices].tolist(), inverse.tolist())]
+
+    def moment(self, micros: int) -> datetime | None:
+        """from_micros, memoised: entrants share few distinct instants."""
+        found = self._moments.get(micros)
+        if found is None and micros != NO_TIME:
+            found = self._moments[micros] = from_micros(micros)
+        return found
 
     # ------------------------------------------------------------------ violations and forecast
 
@@ -483,13 +824,86 @@ class _Planner:
             forecast.cascade(flow, customer_id, step, due, count)
 
     def forecast_messages(self, forecast: Forecast, messages: list[MessageAction]) -> None:
-        for message in messages:
-            forecast.add(self.now, message.channel, message.cost)
+        for (channel, cost), count in sorted(Counter((message.channel, message.cost) for message in messages).items()):
+            forecast.add(self.now, channel, cost, count)
         alike: dict = {}
         for (_, _), (row, flow) in self.rows.items():
             if flow is not None and flow.enabled and row.status == ACTIVE and row.group == TREATMENT:
                 self.alike(alike, flow, row.customer_id, row.step, row.next_step_at)
+        for e in self.entrants.values():
+            if e.flow.enabled:
+                self.alike_entrants(alike, e)
         self.forecast_alike(forecast, alike)
+
+    def alike_entrants(self, groups: dict, e: _Entrants) -> None:
+        """:meth:`alike` for the active treated entrants, grouped by step, due time and reach class."""
+        chosen = np.flatnonzero((e.status == ACTIVE) & (e.groups == TREATMENT))
+        if not len(chosen):
+            return
+        dues, due_code = np.unique(e.due[chosen], return_inverse=True)
+        classes, class_code = np.unique(e.reach[chosen], return_inverse=True)
+        combined = (e.step[chosen] * len(dues) + due_code) * len(classes) + class_code
+        _, first, counts = np.unique(combined, return_index=True, return_counts=True)
+        for index, count in zip(chosen[first].tolist(), counts.tolist()):
+            key = (id(e.flow), int(e.step[index]), self.moment(int(e.due[index])), self.reach_key(int(e.ids[index])))
+            if key in groups:
+                groups[key][0] += count
+            else:
+                groups[key] = [count, e.flow, int(e.ids[index])]
+
+    def promo_wanted(self) -> dict[tuple[str, str], list]:
+        """promo.wanted for this plan: rows one by one, entrants a column at a time."""
+        wanted = promo.wanted(self.project, self.object_messages, self.object_enrollments)
+        pooled = promo.pooled_offers(self.project)
+        for e in self.entrants.values():
+            flow = e.flow
+            sent = e.last_message_key.astype(bool)  # a key, not None: the message went, then the step advanced by one
+            active = (e.status == ACTIVE) & (e.groups == TREATMENT)
+            for chosen, offer_of, back in ((sent, lambda step, arm: flow.offer_for(flow.steps[step], arm), 1),
+                                           (active, lambda step, arm: promo.step_offer(self.project, flow.campaign, step, arm), 0)):
+                for step in np.unique(e.step[chosen]).tolist():
+                    for arm in dict.fromkeys(e.arms[chosen & (e.step == step)].tolist()):
+                        offer = offer_of(step - back, arm)
+                        if offer in pooled:
+                            wanted[(flow.campaign, offer)].append(e.ids[chosen & (e.step == step) & (e.arms == arm)])
+        return wanted
+
+    def enrollment_actions(self) -> tuple[EnrollmentAction, ...]:
+        """Every enrollment this plan writes, by campaign and customer."""
+        rows: dict[str, list[tuple[int, EnrollmentAction]]] = defaultdict(list)
+        for (campaign, customer_id), (row, _) in self.rows.items():
+            if row.action is not None:
+                rows[campaign].append((customer_id, row.result()))
+        self.object_enrollments = [action for pairs in rows.values() for _, action in pairs]
+        found: list[EnrollmentAction] = []
+        for campaign in sorted(set(rows) | set(self.entrants)):
+            ones = sorted(rows.get(campaign, ()), key=lambda pair: pair[0])
+            e = self.entrants.get(campaign)
+            if e is None or not len(e.ids):
+                found += [action for _, action in ones]
+                continue
+            columns = self.entrant_actions(e)
+            if ones:
+                everyone = [action for _, action in ones] + columns
+                order = np.argsort(np.r_[np.array([c for c, _ in ones], dtype=np.int64), e.ids], kind="stable")
+                columns = [everyone[i] for i in order.tolist()]
+            found += columns
+        return tuple(found)
+
+    def entrant_actions(self, e: _Entrants) -> list[EnrollmentAction]:
+        flow, count = e.flow, len(e.ids)
+        return build_many(EnrollmentAction, (
+            [ENTER] * count, [flow.campaign] * count, [flow.version] * count, e.ids.tolist(), e.groups.tolist(), e.arms.tolist(),
+            e.step.tolist(), e.status.tolist(), self.moments(e.at), self.moments(e.due), e.exit_reason.tolist(),
+            e.entries.tolist(), e.last_message_key.tolist(),
+        ))
+
+    def moments(self, micros: np.ndarray) -> list[datetime | None]:
+        """:meth:`moment` of each; entrants share few distinct instants."""
+        unique, inverse = _distinct(micros)
+        table = np.empty(len(unique), dtype=object)
+        table[:] = [self.moment(us) for us in unique.tolist()]
+        return table[inverse].tolist()
 
     def forecast_broadcasts(self, forecast: Forecast) -> None:
         for name, flow in self.flows.items():
@@ -546,19 +960,43 @@ class _Planner:
 
 def plan(project: Project, audiences: Audiences, state: StateSnapshot, now: datetime, facts: CustomerFacts, *,
          versions: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None, sms: Sequence[SmsEstimate] = (),
-         history: Mapping[HistorySpec, CustomerHistory] | None = None) -> Plan:
+         history: Mapping[HistorySpec, CustomerHistory] | None = None, one_by_one: bool = False) -> Plan:
     """What apply would do at ``now`` (a naive ``now`` is project-local time).
     ``sms``: parts per SMS template (campaignctl.sms.estimate_sms_templates);
     without it every SMS is costed as one part. ``history``: the order history
     of the audiences (campaignctl.offers.history.load_history for
     economics.needed_history(project)); with it the plan forecasts every
-    campaign with an offer and checks policies.drr_limits, without it neither."""
+    campaign with an offer and checks policies.drr_limits, without it neither.
+    ``one_by_one``: walk entering customers one at a time, as rows from state
+    are: the reference the column path is tested against (same plan, slower)."""
+    with _without_cyclic_gc():
+        return _plan(project, audiences, state, now, facts, versions, sms, history, one_by_one)
+
+
+@contextmanager
+def _without_cyclic_gc():
+    """A plan builds millions of small objects and no reference cycles; the
+    cyclic collector would walk every one of them again and again as they pile
+    up (a third of the planner's time at 1M customers). Reference counting
+    still frees everything as usual."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _plan(project: Project, audiences: Audiences, state: StateSnapshot, now: datetime, facts: CustomerFacts,
+          versions: Mapping[str, tuple[str, Mapping[str, Any]]] | None, sms: Sequence[SmsEstimate],
+          history: Mapping[HistorySpec, CustomerHistory] | None, one_by_one: bool) -> Plan:
     if now.tzinfo is None:
         now = now.replace(tzinfo=ZoneInfo(project.timezone))
     now = now.astimezone(UTC).replace(microsecond=0)
     if versions is None:
         versions = campaign_versions(project)
-    planner = _Planner(project, audiences, state, now, facts, versions, sms)
+    planner = _Planner(project, audiences, state, now, facts, versions, sms, one_by_one)
     planner.violations += sms_parts.violations(planner.flows, sms)
     changes = planner.campaign_changes()
     audience_rows = []
@@ -579,8 +1017,8 @@ def plan(project: Project, audiences: Audiences, state: StateSnapshot, now: date
     if history is not None:
         offer_rows, drr_violations = economics.offer_forecasts(planner, history)
         planner.violations += drr_violations
-    enrollments = tuple(row.result() for (_, _), (row, _) in sorted(planner.rows.items()) if row.action is not None)
-    planner.violations += promo.pool_violations(project, messages, enrollments, state, now)
+    enrollments = planner.enrollment_actions()
+    planner.violations += promo.pool_violations(project, planner.promo_wanted(), state, now)
     return Plan(
         format_version=FORMAT_VERSION,
         project=project.name,
@@ -591,7 +1029,7 @@ def plan(project: Project, audiences: Audiences, state: StateSnapshot, now: date
         campaign_changes=tuple(changes),
         audiences=tuple(audience_rows),
         enrollments=enrollments,
-        messages=tuple(sorted(messages, key=lambda m: (m.campaign, m.customer_id, m.step))),
+        messages=tuple(sorted(messages, key=attrgetter("campaign", "customer_id", "step"))),
         deferred=tuple(sorted(deferred, key=lambda d: (d.campaign, d.customer_id, d.key))),
         held_back=tuple(HeldBack(campaign, rule, count) for (campaign, rule), count in sorted(planner.held.items())),
         forecast=forecast.result(),

@@ -14,6 +14,8 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from ..facts import CustomerFact
 from ..model import FrequencyCap, Project
 from ..segments.periods import parse_duration
@@ -103,37 +105,47 @@ def deferral(send_at: datetime, fact: CustomerFact | None, project_timezone: str
 @dataclass
 class FrequencyCaps:
     """Counts sends per customer against every cap: those already sent (state)
-    and those accepted in this plan (all sent "now", so inside every window)."""
+    and those accepted in this plan (all sent "now", so inside every window).
+    Customers are positions in ``customers`` (sorted ids), channels positions in
+    ``channels``, so a campaign's candidates are checked and counted at once."""
 
     caps: Sequence[FrequencyCap]
-    counts: dict[int, list[int]]  # customer -> sends counted against each cap so far
+    customers: np.ndarray  # sorted customer ids
+    channels: tuple[str, ...]
+    counts: np.ndarray  # [cap, customer]: sends counted against each cap so far
+    matches: np.ndarray  # [cap, channel]: whether the cap counts that channel
 
     @classmethod
-    def build(cls, project: Project, now: datetime, sends: Iterable[SentMessage]) -> "FrequencyCaps":
+    def build(cls, project: Project, now: datetime, sends: Iterable[SentMessage], customers: np.ndarray,
+              channels: Sequence[str]) -> "FrequencyCaps":
         caps = project.policies.frequency_caps
+        customers = np.asarray(customers, dtype=np.int64)
+        matches = np.array([[_matches(cap, channel) for channel in channels] for cap in caps], dtype=bool).reshape(len(caps), len(channels))
+        counts = np.zeros((len(caps), len(customers)), dtype=np.int64)
         since = [now - parse_duration(cap.per) for cap in caps]
-        counts: dict[int, list[int]] = {}
         for sent in sends:
+            at = int(np.searchsorted(customers, sent.customer_id))
+            if at == len(customers) or customers[at] != sent.customer_id:
+                continue  # not a candidate of this plan: nothing to check
             for index, cap in enumerate(caps):
                 if sent.sent_at > since[index] and _matches(cap, sent.channel):
-                    counts.setdefault(sent.customer_id, [0] * len(caps))[index] += 1
-        return cls(caps, counts)
+                    counts[index, at] += 1
+        return cls(caps, customers, tuple(channels), counts, matches)
 
-    def blocking(self, customer_id: int, channel: str) -> FrequencyCap | None:
-        """The first cap a send on ``channel`` would break now, if any."""
-        counts = self.counts.get(customer_id)
-        if counts is None:
-            return next((cap for cap in self.caps if cap.max <= 0 and _matches(cap, channel)), None)
-        for cap, count in zip(self.caps, counts):
-            if count >= cap.max and _matches(cap, channel):
-                return cap
-        return None
+    def positions(self, customer_ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.customers, np.asarray(customer_ids, dtype=np.int64))
 
-    def record(self, customer_id: int, channel: str) -> None:
-        counts = self.counts.setdefault(customer_id, [0] * len(self.caps))
+    def blocked(self, positions: np.ndarray, channels: np.ndarray) -> np.ndarray:
+        """Whether a send to each customer (position) on each channel (code) would break a cap now."""
+        blocked = np.zeros(len(positions), dtype=bool)
         for index, cap in enumerate(self.caps):
-            if _matches(cap, channel):
-                counts[index] += 1
+            blocked |= self.matches[index, channels] & (self.counts[index, positions] >= cap.max)
+        return blocked
+
+    def record(self, positions: np.ndarray, channels: np.ndarray) -> None:
+        """Count sends; each customer at most once per call (one message per campaign)."""
+        for index in range(len(self.caps)):
+            self.counts[index, positions] += self.matches[index, channels]
 
 
 def _matches(cap: FrequencyCap, channel: str) -> bool:

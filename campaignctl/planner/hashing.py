@@ -22,40 +22,82 @@ ARM_SALT_SUFFIX = "#arms"
 DEFINITION_FORMAT = 1
 
 
-def assignment(salt: str, campaign: str, customer_id: int | str) -> float:
-    """A uniform number in [0, 1): the first 8 bytes of
-    sha256("{salt}/{campaign}/{customer_id}") as a big-endian integer / 2**64."""
-    digest = hashlib.sha256(f"{salt}/{campaign}/{customer_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
+# SplitMix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number
+# generators", OOPSLA 2014; the constants of Vigna's reference splitmix64.c):
+# the golden-ratio increment and the two multipliers of its output mix.
+GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+MIX_1 = 0xBF58476D1CE4E5B9
+MIX_2 = 0x94D049BB133111EB
+_MASK = (1 << 64) - 1
+_U53 = 2.0**-53  # (z >> 11) has 53 bits: exactly representable, and so is the product
+
+
+@lru_cache(maxsize=4096)
+def assignment_key(salt: str, campaign: str) -> int:
+    """The 64-bit seed of a (salt, campaign) pair: the first 8 bytes of
+    sha256("{salt}/{campaign}") as a big-endian integer. Different campaigns
+    (and salts) get unrelated seeds, so their draws are independent."""
+    return int.from_bytes(hashlib.sha256(f"{salt}/{campaign}".encode("utf-8")).digest()[:8], "big")
+
+
+def assignment(salt: str, campaign: str, customer_id: int) -> float:
+    """A uniform number in [0, 1): the ``customer_id``-th output of SplitMix64
+    seeded with :func:`assignment_key`, top 53 bits / 2**53 (docs/plan.md):
+
+        z = (key + customer_id * 0x9E3779B97F4A7C15) mod 2**64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) mod 2**64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) mod 2**64
+        z = z ^ (z >> 31)
+        u = (z >> 11) / 2**53
+
+    ``customer_id`` is an integer (a negative one wraps mod 2**64)."""
+    if not isinstance(customer_id, (int, np.integer)):
+        raise TypeError(f"customer_id must be an integer, not {type(customer_id).__name__} ({customer_id!r}): "
+                        "the draw multiplies the id as a number (docs/plan.md)")
+    z = (assignment_key(salt, campaign) + int(customer_id) * GOLDEN_GAMMA) & _MASK
+    z = ((z ^ (z >> 30)) * MIX_1) & _MASK
+    z = ((z ^ (z >> 27)) * MIX_2) & _MASK
+    z ^= z >> 31
+    return (z >> 11) * _U53
 
 
 def assignments(salt: str, campaign: str, customer_ids: np.ndarray) -> np.ndarray:
-    """:func:`assignment` for many customers at once (float64, same values):
-    the planner draws for every eligible customer of every campaign."""
-    # The hash state after the shared prefix is copied, not recomputed; the ids
-    # are formatted by numpy (int64 needs at most 20 characters): half the time.
-    prefixed = hashlib.sha256(f"{salt}/{campaign}/".encode())
-    digests = []
-    for text in np.asarray(customer_ids, dtype=np.int64).astype("S20").tolist():
-        state = prefixed.copy()
-        state.update(text)
-        digests.append(state.digest()[:8])
-    digests = b"".join(digests)
-    return np.frombuffer(digests, dtype=">u8").astype(np.float64) / 2.0**64
+    """:func:`assignment` for many customers at once (float64, the same values
+    bit for bit): the planner draws for every eligible customer of every
+    campaign. numpy's uint64 arithmetic wraps mod 2**64, as the formula does;
+    an int64 id is reinterpreted as uint64, which is the id mod 2**64."""
+    ids = np.ascontiguousarray(customer_ids, dtype=np.int64).view(np.uint64)
+    with np.errstate(over="ignore"):
+        z = ids * np.uint64(GOLDEN_GAMMA)
+        z += np.uint64(assignment_key(salt, campaign))
+        shifted = z >> np.uint64(30)
+        z ^= shifted
+        z *= np.uint64(MIX_1)
+        np.right_shift(z, np.uint64(27), out=shifted)
+        z ^= shifted
+        z *= np.uint64(MIX_2)
+        np.right_shift(z, np.uint64(31), out=shifted)
+        z ^= shifted
+        z >>= np.uint64(11)
+    return z.astype(np.float64) * _U53
 
 
-def groups_of(project_name: str, campaign: str, customer_ids: np.ndarray, *, holdout: float, control: float,
-              holdout_draws: np.ndarray | None = None) -> np.ndarray:
-    """:func:`group_of` for many customers: an array of HOLDOUT, CONTROL and
-    TREATMENT. ``holdout_draws`` (assignments(project, "", ids)) may be given
-    when already known: they are the same for every campaign."""
-    groups = np.full(len(customer_ids), TREATMENT, dtype=object)
+GROUPS = (TREATMENT, CONTROL, HOLDOUT)  # the names of group codes 0, 1, 2
+
+
+def group_codes(project_name: str, campaign: str, customer_ids: np.ndarray, *, holdout: float, control: float) -> np.ndarray:
+    """:func:`group_of` for many customers, as codes into :data:`GROUPS` (int8)."""
+    codes = np.zeros(len(customer_ids), dtype=np.int8)
     if control > 0:
-        groups[assignments(project_name, campaign, customer_ids) < control] = CONTROL
+        codes[assignments(project_name, campaign, customer_ids) < control] = GROUPS.index(CONTROL)
     if holdout > 0:
-        draws = assignments(project_name, "", customer_ids) if holdout_draws is None else holdout_draws
-        groups[draws < holdout] = HOLDOUT
-    return groups
+        codes[assignments(project_name, "", customer_ids) < holdout] = GROUPS.index(HOLDOUT)
+    return codes
+
+
+def groups_of(project_name: str, campaign: str, customer_ids: np.ndarray, *, holdout: float, control: float) -> np.ndarray:
+    """:func:`group_of` for many customers: an array of HOLDOUT, CONTROL and TREATMENT."""
+    return np.array(GROUPS, dtype=object)[group_codes(project_name, campaign, customer_ids, holdout=holdout, control=control)]
 
 
 def arms_of(project_name: str, campaign: str, customer_ids: np.ndarray, arms: Sequence[tuple[str, float]]) -> np.ndarray:
@@ -69,17 +111,11 @@ def arms_of(project_name: str, campaign: str, customer_ids: np.ndarray, arms: Se
     return np.array([name for name, _ in arms], dtype=object)[index]
 
 
-@lru_cache(maxsize=1 << 21)
-def _holdout_draw(project_name: str, customer_id: int) -> float:
-    # The same for every campaign: drawn once per customer, not once per campaign.
-    return assignment(project_name, "", customer_id)
-
-
 def group_of(project_name: str, campaign: str, customer_id: int, *, holdout: float, control: float) -> str:
     """holdout when assignment(project, "", id) < holdout (the same for every
     campaign); else control when assignment(project, campaign, id) < control;
     else treatment."""
-    if holdout > 0 and _holdout_draw(project_name, customer_id) < holdout:
+    if holdout > 0 and assignment(project_name, "", customer_id) < holdout:
         return HOLDOUT
     if control > 0 and assignment(project_name, campaign, customer_id) < control:
         return CONTROL

@@ -96,6 +96,22 @@ class MessageAction:
     arm: str | None = None
 
 
+def build_many(cls: type, columns: typing.Sequence[typing.Sequence]) -> list:
+    """Instances of the frozen dataclass ``cls`` from its fields as columns (in
+    field order, equal lengths): ``[cls(*row) for row in zip(*columns)]``. A
+    frozen dataclass's __init__ sets each field through object.__setattr__;
+    filling the instance dict directly takes half the time, which at a million
+    enrollments is a second of a plan."""
+    names = tuple(f.name for f in fields(cls))
+    new = object.__new__
+    built = []
+    for row in zip(*columns):
+        instance = new(cls)
+        instance.__dict__.update(zip(names, row))
+        built.append(instance)
+    return built
+
+
 @dataclass(frozen=True)
 class Deferral:
     key: str

@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date, datetime
 from types import MappingProxyType
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping
 from zoneinfo import ZoneInfo
+
+import numpy as np
 
 from ..issuing import issue_key, pool_of, shared_holder
 from ..model import Campaign, Project
@@ -26,35 +28,62 @@ from .snapshot import StateSnapshot
 RULE = "promo_pool"
 
 
-def pool_violations(project: Project, messages: Sequence[MessageAction], enrollments: Iterable[EnrollmentAction],
-                    state: StateSnapshot, now: datetime) -> list[Violation]:
+def pooled_offers(project: Project) -> dict[str, tuple[str, bool]]:
+    """offer -> (pool, per customer), for the offers that hand out promo codes."""
+    return {name: found for name, offer in project.offers.items() if (found := pool_of(offer)) is not None}
+
+
+def wanted(project: Project, messages: Iterable[MessageAction], enrollments: Iterable[EnrollmentAction]) -> dict[tuple[str, str], list]:
+    """(campaign, pooled offer) -> the customers (a list of ids, or of arrays of
+    ids) the messages and the active treatment enrollments draw codes for."""
+    pooled = pooled_offers(project)
+    found: dict[tuple[str, str], list] = defaultdict(list)
+    for m in messages:
+        if m.offer in pooled:
+            found[(m.campaign, m.offer)].append(m.customer_id)
+    step_offers: dict[tuple[str, int, str | None], str | None] = {}  # few distinct (campaign, step, arm)
+    for e in enrollments:
+        if e.status != "active" or e.group != "treatment":
+            continue
+        memo = (e.campaign, e.step, e.arm)
+        if memo not in step_offers:
+            step_offers[memo] = step_offer(project, e.campaign, e.step, e.arm)
+        if step_offers[memo] in pooled:
+            found[(e.campaign, step_offers[memo])].append(e.customer_id)
+    return found
+
+
+def pool_violations(project: Project, wanted: Mapping[tuple[str, str], list], state: StateSnapshot, now: datetime) -> list[Violation]:
+    """The pools this plan would run dry or hand out after they expired; ``wanted`` as :func:`wanted` gives it."""
     if not project.promo_pools:
         return []
-    draws: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))  # pool -> campaign -> holders
-
-    def draw(campaign: str, customer_id: int, offer_name: str | None) -> None:
-        offer = project.offers.get(offer_name) if offer_name else None
-        pooled = pool_of(offer) if offer is not None else None
-        if pooled is None:
-            return
-        pool, per_customer = pooled
-        holder = issue_key(campaign, customer_id, offer_name) if per_customer else shared_holder(campaign, offer_name)
-        if holder not in state.promo_code_holders.get(pool, ()):
-            draws[pool][campaign].add(holder)
-
-    for m in messages:
-        draw(m.campaign, m.customer_id, m.offer)
-    for e in enrollments:
-        campaign = project.campaigns.get(e.campaign)
-        if campaign is not None and e.status == "active" and e.group == "treatment":
-            draw(e.campaign, e.customer_id, _step_offer(project, campaign, e.step, e.arm))
+    pooled = pooled_offers(project)
+    draws: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # pool -> campaign -> new holders
+    for (campaign, offer), customers in sorted(wanted.items()):
+        pool, per_customer = pooled[offer]
+        holding = state.promo_code_holders.get(pool, frozenset())
+        if per_customer:
+            # Holders (campaign/customer/offer) differ across (campaign, offer): counting
+            # each pair's distinct customers counts the distinct holders.
+            ids = np.unique(np.concatenate([np.atleast_1d(np.asarray(c, dtype=np.int64)) for c in customers])).tolist()
+            count = sum(1 for c in ids if issue_key(campaign, c, offer) not in holding) if holding else len(ids)
+        else:
+            count = 0 if shared_holder(campaign, offer) in holding else 1
+        if count:
+            draws[pool][campaign] += count
     found = [v for pool, by_campaign in sorted(draws.items()) if (v := _too_small(project, pool, by_campaign, state))]
     found += _expired(project, draws, now)
     return found
 
 
+def step_offer(project: Project, name: str, step: int, arm: str | None) -> str | None:
+    """As Flow.offer_for, from the project: the offer of campaign ``name``'s step
+    ``step`` (its own, else the arm's, else the campaign's); None past the last step."""
+    campaign = project.campaigns.get(name)
+    return _step_offer(project, campaign, step, arm) if campaign is not None else None
+
+
 def _step_offer(project: Project, campaign: Campaign, step: int, arm: str | None) -> str | None:
-    """As Flow.offer_for: a step's own offer, else the arm's, else the campaign's."""
     if campaign.cascade:
         steps = project.cascades[campaign.cascade].steps
         own = steps[step].offer if 0 <= step < len(steps) else None
@@ -68,14 +97,14 @@ def _step_offer(project: Project, campaign: Campaign, step: int, arm: str | None
     return own or (chosen.offer if chosen else None) or campaign.offer
 
 
-def _too_small(project: Project, pool: str, by_campaign: dict[str, set[str]], state: StateSnapshot) -> Violation | None:
+def _too_small(project: Project, pool: str, by_campaign: dict[str, int], state: StateSnapshot) -> Violation | None:
     spec = project.promo_pools[pool]
     left = state.promo_codes_left.get(pool, spec.size if spec.source == "generate" else None)
-    needed = len(set().union(*by_campaign.values()))
+    needed = sum(by_campaign.values())
     if left is None or needed <= left:
         return None
     campaigns = sorted(by_campaign)
-    split = ", ".join(f"{name} {len(by_campaign[name]):,}" for name in campaigns)
+    split = ", ".join(f"{name} {by_campaign[name]:,}" for name in campaigns)
     more = f"more lines in {spec.file.name}" if spec.source == "import" else "a larger size"
     return Violation(
         RULE, campaigns[0] if len(campaigns) == 1 else None,
@@ -85,7 +114,7 @@ def _too_small(project: Project, pool: str, by_campaign: dict[str, set[str]], st
     )
 
 
-def _expired(project: Project, draws: dict[str, dict[str, set[str]]], now: datetime) -> list[Violation]:
+def _expired(project: Project, draws: dict[str, dict[str, int]], now: datetime) -> list[Violation]:
     """A pool whose fixed validity ended would hand out codes no till accepts."""
     today = now.astimezone(ZoneInfo(project.timezone)).date()
     found = []
@@ -96,7 +125,7 @@ def _expired(project: Project, draws: dict[str, dict[str, set[str]]], now: datet
             found.append(Violation(
                 RULE, campaigns[0] if len(campaigns) == 1 else None,
                 f"promo pool {pool} expired on {expires['to']}; this plan would hand its codes out to "
-                f"{sum(len(h) for h in draws[pool].values()):,} customer(s) of {', '.join(campaigns)}",
+                f"{sum(draws[pool].values()):,} customer(s) of {', '.join(campaigns)}",
                 MappingProxyType({"days_expired": float((today - date.fromisoformat(str(expires['to']))).days)}),
             ))
     return found

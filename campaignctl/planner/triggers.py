@@ -24,6 +24,9 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Mapping
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
+from ..facts import NO_TIME, from_micros, to_micros
 from .cascades import Flow
 from .snapshot import ACTIVE, SnapshotEnrollment
 
@@ -117,3 +120,32 @@ def entries(flow: Flow, eligible, existing: Mapping[int, SnapshotEnrollment], fa
                 found.append((int(c), at))
         return found
     return [(int(c), now) for c in eligible if may_enter(flow, existing.get(int(c)), now)]
+
+
+def entering(flow: Flow, eligible: np.ndarray, existing: Mapping[int, SnapshotEnrollment], facts, now: datetime,
+             project_timezone: str, lookback: timedelta) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`entries` as columns: (positions in ``eligible`` (sorted ids) of
+    those who enter now, their entry instants in µs since the epoch)."""
+    if flow.kind == "triggered" and "event" in flow.trigger:
+        seen = facts.latest_event_micros(flow.trigger["event"], eligible)
+        now_us = to_micros(now)
+        keep = (seen != NO_TIME) & (seen <= now_us) & (seen > to_micros(now - lookback))
+        instants = seen - seen % 1_000_000  # to the second, as the message key's window
+    else:
+        if flow.kind == "broadcast":
+            at = broadcast_entry(flow, now, project_timezone)
+        elif flow.kind == "recurring":
+            at = recurring_entry(flow, now, project_timezone)
+        else:
+            at = now
+        if at is None:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        keep = np.ones(len(eligible), dtype=bool)
+        instants = np.full(len(eligible), to_micros(at), dtype=np.int64)
+    if existing:
+        # The re-entry rules, one by one, for those state has enrolled before.
+        known = np.fromiter(existing, dtype=np.int64, count=len(existing))
+        for position in np.flatnonzero(keep & np.isin(eligible, known)).tolist():
+            keep[position] = may_enter(flow, existing[int(eligible[position])], from_micros(int(instants[position])))
+    positions = np.flatnonzero(keep)
+    return positions, instants[positions]
