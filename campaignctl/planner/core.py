@@ -595,46 +595,35 @@ class _Planner:
 
     def candidate_blocks(self) -> list[_Block]:
         """The candidates grouped by (priority, campaign), in the gate's order."""
-        grouped: dict[tuple[int, str], tuple[list[_Candidate], list[_Entrants]]] = defaultdict(lambda: ([], []))
+        objects: dict[tuple[int, str], list[_Candidate]] = defaultdict(list)
         for candidate in self.candidates:
-            grouped[(-candidate.flow.priority, candidate.flow.campaign)][0].append(candidate)
-        for name, e in self.entrants.items():
-            if (e.option >= 0).any():
-                grouped[(-e.flow.priority, name)][1].append(e)
-        return [self.block(campaign, *grouped[(priority, campaign)]) for priority, campaign in sorted(grouped)]
+            objects[(-candidate.flow.priority, candidate.flow.campaign)].append(candidate)
+        entrants = {(-e.flow.priority, name): e for name, e in self.entrants.items() if (e.option >= 0).any()}
+        return [self.block(campaign, objects.get((priority, campaign), []), entrants.get((priority, campaign)))
+                for priority, campaign in sorted(set(objects) | set(entrants))]
 
-    def block(self, campaign: str, objects: list[_Candidate], entrants: list[_Entrants]) -> _Block:
+    def block(self, campaign: str, objects: list[_Candidate], entrants: _Entrants | None) -> _Block:
+        """One campaign's candidates at one priority as columns, by customer:
+        the one-by-one candidates and the entrants with a message due."""
         channel_code = {name: code for code, name in enumerate(self.channel_names)}
-        flows: list[Flow] = []
-        slots: dict[int, int] = {}
-
-        def slot(flow: Flow) -> int:
-            if id(flow) not in slots:
-                slots[id(flow)] = len(flows)
-                flows.append(flow)
-            return slots[id(flow)]
-
-        customers = [c.row.customer_id for c in objects]
-        channels = [channel_code[c.channel] for c in objects]
-        costs = [c.cost for c in objects]
-        flow_slot = [slot(c.flow) for c in objects]
-        entrant = [-1] * len(objects)
-        option_channel = np.array([channel_code[channel] for channel, _, _ in self.options] or [0], dtype=np.int64)
-        option_cost = np.array([cost for _, _, cost in self.options] or [0.0], dtype=np.float64)
-        parts = [np.asarray(customers, dtype=np.int64)], [np.asarray(channels, dtype=np.int64)], [np.asarray(costs, dtype=np.float64)]
-        slot_parts, entrant_parts = [np.asarray(flow_slot, dtype=np.int64)], [np.asarray(entrant, dtype=np.int64)]
-        for e in entrants:
-            chosen = np.flatnonzero(e.option >= 0)
-            parts[0].append(e.ids[chosen])
-            parts[1].append(option_channel[e.option[chosen]])
-            parts[2].append(option_cost[e.option[chosen]])
-            slot_parts.append(np.full(len(chosen), slot(e.flow), dtype=np.int64))
-            entrant_parts.append(chosen)
-        customers_all = np.concatenate(parts[0])
-        order = np.argsort(customers_all, kind="stable")  # one candidate per customer and campaign
-        entrant_all = np.concatenate(entrant_parts)[order]
-        return _Block(campaign, customers_all[order], np.concatenate(parts[1])[order], np.concatenate(parts[2])[order],
-                      flows, np.concatenate(slot_parts)[order], objects, order, entrant_all, entrants[0] if entrants else None)
+        flows = list({id(flow): flow for flow in [c.flow for c in objects] + ([entrants.flow] if entrants else [])}.values())
+        slot = {id(flow): index for index, flow in enumerate(flows)}
+        customers = [np.array([c.row.customer_id for c in objects], dtype=np.int64)]
+        channels = [np.array([channel_code[c.channel] for c in objects], dtype=np.int64)]
+        costs = [np.array([c.cost for c in objects], dtype=np.float64)]
+        slots = [np.array([slot[id(c.flow)] for c in objects], dtype=np.int64)]
+        entrant = [np.full(len(objects), -1, dtype=np.int64)]
+        if entrants is not None:
+            chosen = np.flatnonzero(entrants.option >= 0)
+            options = entrants.option[chosen]
+            customers.append(entrants.ids[chosen])
+            channels.append(np.array([channel_code[channel] for channel, _, _ in self.options], dtype=np.int64)[options])
+            costs.append(np.array([cost for _, _, cost in self.options], dtype=np.float64)[options])
+            slots.append(np.full(len(chosen), slot[id(entrants.flow)], dtype=np.int64))
+            entrant.append(chosen)
+        order = np.argsort(np.concatenate(customers), kind="stable")  # one candidate per customer and campaign
+        return _Block(campaign, np.concatenate(customers)[order], np.concatenate(channels)[order], np.concatenate(costs)[order],
+                      flows, np.concatenate(slots)[order], objects, order, np.concatenate(entrant)[order], entrants)
 
     def decide(self, block: _Block, caps: gate.FrequencyCaps, planned_cost: Counter) -> tuple[np.ndarray, list]:
         """What the gate does with each candidate of ``block`` (SENT, DEFERRED,
