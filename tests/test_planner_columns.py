@@ -10,6 +10,8 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from test_apply import NOW, demo_data, project_dir  # noqa: F401 - fixtures
+from test_planner import applied
 
 from campaignctl.connect import open_data_source
 from campaignctl.executor import needed_segments
@@ -17,8 +19,6 @@ from campaignctl.facts import load_customer_facts
 from campaignctl.planner import StateSnapshot, plan
 from campaignctl.project import load_project
 from campaignctl.segments import evaluate_segments
-from test_apply import NOW, demo_data, project_dir  # noqa: F401 - fixtures
-from test_planner import applied
 
 # 10:30 Moscow (broadcasts due), an hour later, 02:00 the next night (quiet
 # hours), the next morning, and two days on (cascade steps fall due).
@@ -27,7 +27,7 @@ MOMENTS = [NOW, NOW + timedelta(hours=1), NOW + timedelta(hours=16, minutes=30),
 
 
 @pytest.mark.slow
-def test_columns_and_one_by_one_give_the_same_plans(project_dir):
+def test_columns_and_one_by_one_give_the_same_plans(project_dir):  # noqa: F811
     # Budgets small enough to hold messages back, and some customers whom
     # state holds off e-mail or push (each is then a reach class of their own).
     # Promo pools too small for what the plans draw.

@@ -845,16 +845,17 @@ class _Planner:
         wanted = promo.wanted(self.project, self.object_messages, self.object_enrollments)
         pooled = promo.pooled_offers(self.project)
         for e in self.entrants.values():
-            flow = e.flow
             sent = e.last_message_key.astype(bool)  # a key, not None: the message went, then the step advanced by one
             active = (e.status == ACTIVE) & (e.groups == TREATMENT)
-            for chosen, offer_of, back in ((sent, lambda step, arm: flow.offer_for(flow.steps[step], arm), 1),
-                                           (active, lambda step, arm: promo.step_offer(self.project, flow.campaign, step, arm), 0)):
+            for chosen, message in ((sent, True), (active, False)):
                 for step in np.unique(e.step[chosen]).tolist():
                     for arm in dict.fromkeys(e.arms[chosen & (e.step == step)].tolist()):
-                        offer = offer_of(step - back, arm)
+                        if message:  # the offer of the message sent (as MessageAction.offer)
+                            offer = e.flow.offer_for(e.flow.steps[step - 1], arm)
+                        else:  # the offer of the next step (as promo.wanted reads an enrollment)
+                            offer = promo.step_offer(self.project, e.flow.campaign, step, arm)
                         if offer in pooled:
-                            wanted[(flow.campaign, offer)].append(e.ids[chosen & (e.step == step) & (e.arms == arm)])
+                            wanted[(e.flow.campaign, offer)].append(e.ids[chosen & (e.step == step) & (e.arms == arm)])
         return wanted
 
     def enrollment_actions(self) -> tuple[EnrollmentAction, ...]:
