@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from ..facts import CustomerFact
+from ..facts import CustomerFact, to_micros
 from ..model import FrequencyCap, Project
 from ..segments.periods import parse_duration
 from .snapshot import SentMessage
@@ -122,14 +122,18 @@ class FrequencyCaps:
         customers = np.asarray(customers, dtype=np.int64)
         matches = np.array([[_matches(cap, channel) for channel in channels] for cap in caps], dtype=bool).reshape(len(caps), len(channels))
         counts = np.zeros((len(caps), len(customers)), dtype=np.int64)
-        since = [now - parse_duration(cap.per) for cap in caps]
-        for sent in sends:
-            at = int(np.searchsorted(customers, sent.customer_id))
-            if at == len(customers) or customers[at] != sent.customer_id:
-                continue  # not a candidate of this plan: nothing to check
+        sends = list(sends)
+        if caps and sends and len(customers):
+            ids = np.fromiter((sent.customer_id for sent in sends), dtype=np.int64, count=len(sends))
+            at = np.minimum(np.searchsorted(customers, ids), len(customers) - 1)
+            candidate = customers[at] == ids  # others are not candidates of this plan: nothing to check
+            sent_at = np.array([to_micros(sent.sent_at) for sent in sends], dtype=np.int64)
+            kinds = [sent.channel for sent in sends]
             for index, cap in enumerate(caps):
-                if sent.sent_at > since[index] and _matches(cap, sent.channel):
-                    counts[index, at] += 1
+                counted = candidate & (sent_at > to_micros(now - parse_duration(cap.per)))
+                if cap.channel != "any":
+                    counted &= np.array([channel == cap.channel for channel in kinds], dtype=bool)
+                np.add.at(counts[index], at[counted], 1)
         return cls(caps, customers, tuple(channels), counts, matches)
 
     def positions(self, customer_ids: np.ndarray) -> np.ndarray:
