@@ -140,7 +140,7 @@ class CustomerFacts:
     def last_order_at(self, customer_id: int) -> datetime | None:
         """The customer's latest completed order (None when none or not in the table)."""
         row = self._rows.get(int(customer_id))
-        return None if row is None else _time(self._micros["last_order_at"][row])
+        return None if row is None else from_micros(self._micros["last_order_at"][row])
 
     def timezone(self, customer_id: int) -> str | None:
         """The customer's time zone fact (None when unknown or not in the table)."""
@@ -155,9 +155,8 @@ class CustomerFacts:
         if days is None:
             return np.zeros(self.table.num_rows, dtype=bool)
         last_order, created = self._micros["last_order_at"], self._micros["created_at"]
-        last = np.where(last_order != _NULL_TIME, last_order, created)
-        now_us = (now - _EPOCH) // timedelta(microseconds=1)
-        return (last != _NULL_TIME) & (now_us - last > days * 86_400_000_000)
+        last = np.where(last_order != NO_TIME, last_order, created)
+        return (last != NO_TIME) & (to_micros(now) - last > days * 86_400_000_000)
 
     def last_order_micros(self, rows: np.ndarray) -> np.ndarray:
         """The latest completed order of each table row in ``rows`` as µs since
@@ -217,9 +216,9 @@ class CustomerFacts:
             contacts={name: values[name][row] for name in CONTACT_COLUMNS},
             timezone=values["timezone"][row] or None,
             consents={kind: bool(values[f"consent_{kind}"][row]) for kind in CONSENT_KINDS},
-            created_at=_time(self._micros["created_at"][row]),
-            first_order_at=_time(self._micros["first_order_at"][row]),
-            last_order_at=_time(self._micros["last_order_at"][row]),
+            created_at=from_micros(self._micros["created_at"][row]),
+            first_order_at=from_micros(self._micros["first_order_at"][row]),
+            last_order_at=from_micros(self._micros["last_order_at"][row]),
         )
 
     @cached_property
@@ -247,8 +246,8 @@ class CustomerFacts:
 
     @cached_property
     def _micros(self) -> dict[str, np.ndarray]:
-        """Timestamps as microseconds since the epoch, nulls as _NULL_TIME."""
-        return {name: self.table.column(name).cast(pyarrow.int64()).fill_null(_NULL_TIME).to_numpy()
+        """Timestamps as microseconds since the epoch, nulls as NO_TIME."""
+        return {name: self.table.column(name).cast(pyarrow.int64()).fill_null(NO_TIME).to_numpy()
                 for name in ("created_at", "first_order_at", "last_order_at")}
 
     def _event_columns(self, event_type: str) -> tuple[np.ndarray, np.ndarray]:
@@ -282,22 +281,17 @@ class CustomerFacts:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NULL_TIME = np.iinfo(np.int64).min
-NO_TIME = _NULL_TIME  # "no such time" in the µs columns
-
-
-def _time(micros: int) -> datetime | None:
-    return None if micros == _NULL_TIME else _EPOCH + timedelta(microseconds=int(micros))
+NO_TIME = np.iinfo(np.int64).min  # "no such time" in the µs columns
 
 
 def to_micros(moment: datetime | None) -> int:
     """A UTC-aware instant as µs since the epoch (:data:`NO_TIME` for None): the unit of the fact columns."""
-    return _NULL_TIME if moment is None else (moment - _EPOCH) // timedelta(microseconds=1)
+    return NO_TIME if moment is None else (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def from_micros(micros: int) -> datetime | None:
     """The inverse of :func:`to_micros` (UTC)."""
-    return _time(micros)
+    return None if micros == NO_TIME else _EPOCH + timedelta(microseconds=int(micros))
 
 
 def reach_reasons(code: int, kinds: Sequence[str]) -> tuple[str | None, ...]:

@@ -799,14 +799,27 @@ class _Planner:
         self.forecast_alike(forecast, alike)
         return forecast
 
-    def alike(self, groups: dict, flow: Flow, customer_id: int, step: int, due: datetime | None) -> None:
-        """Count an enrollment into ``groups``: those with equal flow, step, due time
-        and reach key forecast the same messages, so each group is walked once."""
+    def alike(self, groups: dict, flow: Flow, customer_id: int, step: int, due: datetime | None, count: int = 1) -> None:
+        """Count an enrollment (or ``count`` like it) into ``groups``: those with equal
+        flow, step, due time and reach key forecast the same messages, so each group is walked once."""
         key = (id(flow), step, due, self.reach_key(customer_id))
         if key in groups:
-            groups[key][0] += 1
+            groups[key][0] += count
         else:
-            groups[key] = [1, flow, customer_id]
+            groups[key] = [count, flow, customer_id]
+
+    def alike_columns(self, groups: dict, flow: Flow, ids: np.ndarray, classes: np.ndarray, steps: np.ndarray,
+                      dues: np.ndarray) -> None:
+        """:meth:`alike` for many enrollments at once, grouped by step, due time (µs)
+        and reach class (:meth:`reach_classes`), one representative per group."""
+        if not len(ids):
+            return
+        due_values, due_code = _distinct(dues)
+        class_values, class_code = np.unique(classes, return_inverse=True)
+        combined = (steps * len(due_values) + due_code) * len(class_values) + class_code
+        _, first, counts = np.unique(combined, return_index=True, return_counts=True)
+        for index, count in zip(first.tolist(), counts.tolist()):
+            self.alike(groups, flow, int(ids[index]), int(steps[index]), self.moment(int(dues[index])), count)
 
     def forecast_alike(self, forecast: Forecast, groups: dict) -> None:
         for (_, step, due, _), (count, flow, customer_id) in groups.items():
@@ -820,25 +833,10 @@ class _Planner:
             if flow is not None and flow.enabled and row.status == ACTIVE and row.group == TREATMENT:
                 self.alike(alike, flow, row.customer_id, row.step, row.next_step_at)
         for e in self.entrants.values():
+            chosen = (e.status == ACTIVE) & (e.groups == TREATMENT)
             if e.flow.enabled:
-                self.alike_entrants(alike, e)
+                self.alike_columns(alike, e.flow, e.ids[chosen], e.reach[chosen], e.step[chosen], e.due[chosen])
         self.forecast_alike(forecast, alike)
-
-    def alike_entrants(self, groups: dict, e: _Entrants) -> None:
-        """:meth:`alike` for the active treated entrants, grouped by step, due time and reach class."""
-        chosen = np.flatnonzero((e.status == ACTIVE) & (e.groups == TREATMENT))
-        if not len(chosen):
-            return
-        dues, due_code = np.unique(e.due[chosen], return_inverse=True)
-        classes, class_code = np.unique(e.reach[chosen], return_inverse=True)
-        combined = (e.step[chosen] * len(dues) + due_code) * len(classes) + class_code
-        _, first, counts = np.unique(combined, return_index=True, return_counts=True)
-        for index, count in zip(chosen[first].tolist(), counts.tolist()):
-            key = (id(e.flow), int(e.step[index]), self.moment(int(e.due[index])), self.reach_key(int(e.ids[index])))
-            if key in groups:
-                groups[key][0] += count
-            else:
-                groups[key] = [count, e.flow, int(e.ids[index])]
 
     def promo_wanted(self) -> dict[tuple[str, str], list]:
         """promo.wanted for this plan: rows one by one, entrants a column at a time."""
@@ -913,24 +911,10 @@ class _Planner:
             alike: dict = {}
             for arm in dict.fromkeys(arms[keep].tolist()):
                 chosen = keep & (arms == arm)
-                self.alike_many(alike, flow, eligible[chosen], rows[chosen], flow.first_due(at, arm))
+                ids = eligible[chosen]
+                self.alike_columns(alike, flow, ids, self.reach_classes(ids, rows[chosen]), np.zeros(len(ids), dtype=np.int64),
+                                   np.full(len(ids), to_micros(flow.first_due(at, arm)), dtype=np.int64))
             self.forecast_alike(forecast, alike)
-
-    def alike_many(self, groups: dict, flow: Flow, customer_ids: np.ndarray, rows: np.ndarray, due: datetime) -> None:
-        """:meth:`alike` for many customers entering step 0 at ``due``, grouped by
-        their reach codes in one pass (state's unsubscribes are rare and go one by one)."""
-        one_by_one = (rows < 0) | np.isin(customer_ids, np.fromiter(self.held_customers, dtype=np.int64, count=len(self.held_customers)))
-        for customer_id in customer_ids[one_by_one].tolist():
-            self.alike(groups, flow, customer_id, 0, due)
-        codes = self.reach_codes[rows[~one_by_one]]
-        unique, first, counts = np.unique(codes, return_index=True, return_counts=True)
-        representatives = customer_ids[~one_by_one][first]
-        for code, customer_id, count in zip(unique.tolist(), representatives.tolist(), counts.tolist()):
-            key = (id(flow), 0, due, self.reach_keys[code])
-            if key in groups:
-                groups[key][0] += count
-            else:
-                groups[key] = [count, flow, customer_id]
 
     def monthly_violation(self, forecast: Forecast) -> None:
         limit = self.policies.monthly_budget
