@@ -5,7 +5,7 @@ and returns every problem at once."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from .diagnostics import Diagnostic, Location
 from .loader import LDict, locate
@@ -36,9 +36,16 @@ class Documents:
 
     def names(self, kind: str) -> dict[str, Entry]:
         if kind in PROJECT_SECTIONS:
-            section = self.project.get(kind) or {}
+            section = project_section(self.project, kind)
             return {name: Entry(name, spec, locate(section, (name,), key=True)) for name, spec in section.items()}
         return self.definitions[kind]
+
+
+def project_section(project: Mapping, kind: str) -> Mapping:
+    """The project file's ``kind`` section (channels, offer_sinks...), empty
+    when missing or not a mapping (the schema check reports that one)."""
+    section = project.get(kind)
+    return section if isinstance(section, Mapping) else {}
 
 
 # (kind, path with "*" for every item or value, target kind). "$cheapest" marks
@@ -221,8 +228,8 @@ def check_plugins(docs: Documents, available: dict[str, set[str]]) -> list[Diagn
     diagnostics = []
     project = docs.project
     checks: list[tuple[tuple, str, str]] = [(("data_source", "plugin"), "data source", "data_sources"), (("state_store", "plugin"), "state store", "state_stores")]
-    checks += [(("channels", name, "plugin"), "channel", "channels") for name in (project.get("channels") or {})]
-    checks += [(("offer_sinks", name, "plugin"), "offer sink", "offer_sinks") for name in (project.get("offer_sinks") or {})]
+    checks += [(("channels", name, "plugin"), "channel", "channels") for name in project_section(project, "channels")]
+    checks += [(("offer_sinks", name, "plugin"), "offer sink", "offer_sinks") for name in project_section(project, "offer_sinks")]
     for path, what, registry_kind in checks:
         for _, value in values_at(project, path):
             names = available.get(registry_kind, set())

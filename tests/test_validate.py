@@ -132,6 +132,14 @@ def test_wrong_type(project):
     assert problems(project) == ["campaigns/winback.yaml:14:14: control: expected a number, got 'ten percent'"]
 
 
+def test_a_project_section_of_the_wrong_type_is_reported_not_raised(project):
+    # Found by the fuzz test: references into `channels: 1` raised AttributeError.
+    edit(project, "campaignctl.yaml", "channels:\n  email: {plugin: outbox, kind: email, cost: 0.15}\n  sms: {plugin: outbox, kind: sms, cost: 2.9}\n",
+         "channels: 1\n")
+    found = problems(project)
+    assert found and found[0].startswith("campaignctl.yaml:8:11: channels: expected"), found
+
+
 def test_bad_yaml_syntax(project):
     edit(project, "segments.yaml", "orders: {metric: count, gte: 1}", "orders: {metric: count, gte: 1")
     found = problems(project)
