@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
@@ -50,8 +49,8 @@ from .plan import (
     HeldBack,
     MessageAction,
     Plan,
+    Rows,
     Violation,
-    build_many,
 )
 from .snapshot import ACTIVE, SnapshotEnrollment, StateSnapshot
 from .triggers import ENTRY_GRACE, entering, entries, may_enter, parse_at
@@ -568,7 +567,7 @@ class _Planner:
 
     # ------------------------------------------------------------------ the gate
 
-    def gate(self) -> tuple[list[MessageAction], list[Deferral], dict[str, list[float]]]:
+    def gate(self) -> tuple[Rows, list[Deferral], dict[str, list[float]]]:
         """Every candidate message through the gate, in priority order (higher
         first), then campaign, then customer: quiet hours and send windows
         defer, budgets hold back, frequency caps skip the step."""
@@ -577,7 +576,7 @@ class _Planner:
         caps = gate.FrequencyCaps.build(self.project, self.now, self.state.recent_sends, customers, self.channel_names)
         planned_cost: Counter = Counter()
         over_budget: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # campaign -> [messages, cost]
-        messages: list[MessageAction] = []
+        messages: list[Rows] = []
         deferred: list[Deferral] = []
         for block in blocks:
             outcome, moved = self.decide(block, caps, planned_cost)
@@ -589,9 +588,9 @@ class _Planner:
                 over_budget[block.campaign][0] += len(held_cost)
                 for cost in held_cost:  # in the gate's order: the sum a loop would give
                     over_budget[block.campaign][1] += cost
-            self.apply_objects(block, outcome, moved, messages, deferred)
-            self.apply_entrants(block, outcome, moved, messages, deferred)
-        return messages, deferred, over_budget
+            messages.append(self.apply_objects(block, outcome, moved, deferred))
+            messages.append(self.apply_entrants(block, outcome, moved, deferred))
+        return Rows.concat(MessageAction, messages), deferred, over_budget
 
     def candidate_blocks(self) -> list[_Block]:
         """The candidates grouped by (priority, campaign), in the gate's order."""
@@ -677,8 +676,10 @@ class _Planner:
             answers.append(self._deferrals[memo])
         return [answers[i] for i in inverse.tolist()]
 
-    def apply_objects(self, block: _Block, outcome: np.ndarray, moved: list, messages: list, deferred: list) -> None:
-        """The gate's decisions on rows one by one (from state, or the reference path)."""
+    def apply_objects(self, block: _Block, outcome: np.ndarray, moved: list, deferred: list) -> Rows:
+        """The gate's decisions on rows one by one (from state, or the reference
+        path); the messages they send."""
+        messages = []
         for index in np.flatnonzero(block.entrant < 0).tolist():
             candidate = block.objects[int(block.order[index])]
             row, flow, decided = candidate.row, candidate.flow, outcome[index]
@@ -696,13 +697,14 @@ class _Planner:
                 ))
                 row.last_message_key = candidate.key
                 row.advance(flow, self.now, SEND)
-                self.object_messages.append(messages[-1])
+        self.object_messages += messages
+        return Rows.of(MessageAction, messages)
 
-    def apply_entrants(self, block: _Block, outcome: np.ndarray, moved: list, messages: list, deferred: list) -> None:
-        """The gate's decisions on entrants, a column at a time."""
+    def apply_entrants(self, block: _Block, outcome: np.ndarray, moved: list, deferred: list) -> Rows:
+        """The gate's decisions on entrants, a column at a time; the messages they send."""
         e = block.entrants
         if e is None:
-            return
+            return Rows.of(MessageAction, ())
         chosen = block.entrant >= 0
         indices, decided = block.entrant[chosen], outcome[chosen]
         flow = e.flow
@@ -716,12 +718,13 @@ class _Planner:
         offers = {(step.index, arm): flow.offer_for(step, arm) for step in flow.steps for arm in [None, *(a.name for a in flow.arms)]}
         steps, arms, options = e.step[sent].tolist(), e.arms[sent].tolist(), e.option[sent].tolist()
         chosen = [self.options[option] for option in options]
-        messages += build_many(MessageAction, (
+        messages = Rows(MessageAction, (
             e.last_message_key[sent].tolist(), [flow.campaign] * len(sent), [flow.version] * len(sent), e.ids[sent].tolist(),
             steps, [channel for channel, _, _ in chosen], [template for _, template, _ in chosen],
             [offers[(step, arm)] for step, arm in zip(steps, arms)], [cost for _, _, cost in chosen], self.moments(e.due[sent]), arms,
         ))
         self.advance_now(e, indices[(decided == SENT) | (decided == CAPPED)])
+        return messages
 
     def advance_now(self, e: _Entrants, indices: np.ndarray) -> None:
         """_Row.advance(flow, now) for entrants: the next step counts its wait from now."""
@@ -752,10 +755,10 @@ class _Planner:
 
     # ------------------------------------------------------------------ violations and forecast
 
-    def budget_violations(self, messages: list[MessageAction], over_budget: Mapping[str, list[float]]) -> None:
+    def budget_violations(self, messages: Rows, over_budget: Mapping[str, list[float]]) -> None:
         planned: Counter = Counter()
-        for message in messages:
-            planned[message.campaign] += message.cost
+        for campaign, cost in zip(messages.column("campaign"), messages.column("cost")):
+            planned[campaign] += cost
         for name, (count, cost) in sorted(over_budget.items()):
             flow = self.flows[name]
             spent = float(self.state.spend.get(name, 0.0))
@@ -825,8 +828,8 @@ class _Planner:
         for (_, step, due, _), (count, flow, customer_id) in groups.items():
             forecast.cascade(flow, customer_id, step, due, count)
 
-    def forecast_messages(self, forecast: Forecast, messages: list[MessageAction]) -> None:
-        for (channel, cost), count in sorted(Counter((message.channel, message.cost) for message in messages).items()):
+    def forecast_messages(self, forecast: Forecast, messages: Rows) -> None:
+        for (channel, cost), count in sorted(Counter(zip(messages.column("channel"), messages.column("cost"))).items()):
             forecast.add(self.now, channel, cost, count)
         alike: dict = {}
         for (_, _), (row, flow) in self.rows.items():
@@ -856,31 +859,29 @@ class _Planner:
                             wanted[(e.flow.campaign, offer)].append(e.ids[chosen & (e.step == step) & (e.arms == arm)])
         return wanted
 
-    def enrollment_actions(self) -> tuple[EnrollmentAction, ...]:
+    def enrollment_actions(self) -> Rows:
         """Every enrollment this plan writes, by campaign and customer."""
         rows: dict[str, list[tuple[int, EnrollmentAction]]] = defaultdict(list)
         for (campaign, customer_id), (row, _) in self.rows.items():
             if row.action is not None:
                 rows[campaign].append((customer_id, row.result()))
         self.object_enrollments = [action for pairs in rows.values() for _, action in pairs]
-        found: list[EnrollmentAction] = []
+        found: list[Rows] = []
         for campaign in sorted(set(rows) | set(self.entrants)):
             ones = sorted(rows.get(campaign, ()), key=lambda pair: pair[0])
+            found.append(Rows.of(EnrollmentAction, [action for _, action in ones]))
             e = self.entrants.get(campaign)
-            if e is None or not len(e.ids):
-                found += [action for _, action in ones]
-                continue
-            columns = self.entrant_actions(e)
-            if ones:
-                everyone = [action for _, action in ones] + columns
-                order = np.argsort(np.r_[np.array([c for c, _ in ones], dtype=np.int64), e.ids], kind="stable")
-                columns = [everyone[i] for i in order.tolist()]
-            found += columns
-        return tuple(found)
+            if e is not None and len(e.ids):
+                if ones:  # merged by customer: both are ordered by it
+                    order = np.argsort(np.r_[np.array([c for c, _ in ones], dtype=np.int64), e.ids], kind="stable")
+                    found[-1] = Rows.concat(EnrollmentAction, [found[-1], self.entrant_actions(e)]).take(order.tolist())
+                else:
+                    found[-1] = self.entrant_actions(e)
+        return Rows.concat(EnrollmentAction, found)
 
-    def entrant_actions(self, e: _Entrants) -> list[EnrollmentAction]:
+    def entrant_actions(self, e: _Entrants) -> Rows:
         flow, count = e.flow, len(e.ids)
-        return build_many(EnrollmentAction, (
+        return Rows(EnrollmentAction, (
             [ENTER] * count, [flow.campaign] * count, [flow.version] * count, e.ids.tolist(), e.groups.tolist(), e.arms.tolist(),
             e.step.tolist(), e.status.tolist(), self.moments(e.at), self.moments(e.due), e.exit_reason.tolist(),
             e.entries.tolist(), e.last_message_key.tolist(),
@@ -947,6 +948,15 @@ def plan(project: Project, audiences: Audiences, state: StateSnapshot, now: date
         return _plan(project, audiences, state, now, facts, versions, sms, history, one_by_one)
 
 
+def _sorted_messages(messages: Rows) -> Rows:
+    """By campaign, customer and step; stable, as the gate made them."""
+    campaigns = messages.column("campaign")
+    code = {name: index for index, name in enumerate(sorted(set(campaigns)))}
+    order = np.lexsort((np.array(messages.column("step"), dtype=np.int64), np.array(messages.column("customer_id"), dtype=np.int64),
+                        np.array([code[name] for name in campaigns], dtype=np.int64)))
+    return messages.take(order.tolist())
+
+
 @contextmanager
 def _without_cyclic_gc():
     """A plan builds millions of small objects and no reference cycles; the
@@ -1003,7 +1013,7 @@ def _plan(project: Project, audiences: Audiences, state: StateSnapshot, now: dat
         campaign_changes=tuple(changes),
         audiences=tuple(audience_rows),
         enrollments=enrollments,
-        messages=tuple(sorted(messages, key=attrgetter("campaign", "customer_id", "step"))),
+        messages=_sorted_messages(messages),
         deferred=tuple(sorted(deferred, key=lambda d: (d.campaign, d.customer_id, d.key))),
         held_back=tuple(HeldBack(campaign, rule, count) for (campaign, rule), count in sorted(planner.held.items())),
         forecast=forecast.result(),

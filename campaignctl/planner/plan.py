@@ -8,7 +8,9 @@ later as approved, and refused when ``state_fingerprint`` no longer matches.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import operator
 import types
 import typing
 from collections import abc, defaultdict
@@ -96,20 +98,85 @@ class MessageAction:
     arm: str | None = None
 
 
-def build_many(cls: type, columns: typing.Sequence[typing.Sequence]) -> list:
-    """Instances of the frozen dataclass ``cls`` from its fields as columns (in
-    field order, equal lengths): ``[cls(*row) for row in zip(*columns)]``. A
-    frozen dataclass's __init__ sets each field through object.__setattr__;
-    filling the instance dict directly takes half the time, which at a million
-    enrollments is a second of a plan."""
-    names = tuple(f.name for f in fields(cls))
-    new = object.__new__
-    built = []
-    for row in zip(*columns):
-        instance = new(cls)
-        instance.__dict__.update(zip(names, row))
-        built.append(instance)
-    return built
+class Rows(abc.Sequence):
+    """An immutable sequence of ``cls`` (a frozen dataclass) kept as one list
+    per field, as the planner computes them. A plan at a million customers
+    has about as many enrollments: summaries, JSON and apply read the columns,
+    and a row object is built only when someone reads that row (building them
+    all would cost a second of every plan). Compares equal to the tuple of
+    its rows."""
+
+    __slots__ = ("cls", "names", "columns")
+
+    def __init__(self, cls: type, columns: typing.Sequence[typing.Sequence]):
+        """``columns``: one sequence per field of ``cls``, in field order, of equal lengths."""
+        self.cls = cls
+        self.names = tuple(f.name for f in fields(cls))
+        self.columns = tuple(column if type(column) is list else list(column) for column in columns)  # the planner hands over fresh lists: no copy
+        if len(self.columns) != len(self.names) or len({len(column) for column in self.columns}) > 1:
+            raise ValueError(f"Rows of {cls.__name__} need {len(self.names)} columns of equal length")
+
+    @classmethod
+    def of(cls, row_type: type, rows: typing.Iterable) -> "Rows":
+        """The rows of objects ``rows``."""
+        rows = list(rows)
+        return cls(row_type, [[getattr(row, name) for row in rows] for name in (f.name for f in fields(row_type))])
+
+    @classmethod
+    def concat(cls, row_type: type, parts: typing.Iterable["Rows"]) -> "Rows":
+        parts = list(parts)
+        count = len(fields(row_type))
+        return cls(row_type, [list(itertools.chain.from_iterable(part.columns[i] for part in parts)) for i in range(count)])
+
+    def column(self, name: str) -> list:
+        """The values of field ``name`` (the list itself: do not change it)."""
+        return self.columns[self.names.index(name)]
+
+    def take(self, order: typing.Iterable[int]) -> "Rows":
+        """The rows at positions ``order``, in that order."""
+        order = list(order)
+        if len(order) < 2:
+            return Rows(self.cls, [[column[i] for i in order] for column in self.columns])
+        pick = operator.itemgetter(*order)
+        return Rows(self.cls, [list(pick(column)) for column in self.columns])
+
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self._build(zip(*(column[index] for column in self.columns))))
+        return next(self._build([tuple(column[index] for column in self.columns)]))
+
+    def __iter__(self) -> typing.Iterator:
+        return self._build(zip(*self.columns))
+
+    def _build(self, rows: typing.Iterable[tuple]) -> typing.Iterator:
+        # A frozen dataclass's __init__ sets each field through
+        # object.__setattr__; filling the instance dict takes half the time.
+        cls, names, new = self.cls, self.names, object.__new__
+        for row in rows:
+            instance = new(cls)
+            instance.__dict__.update(zip(names, row))
+            yield instance
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Rows):
+            return self.cls is other.cls and self.columns == other.columns
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Rows({self.cls.__name__}, {len(self)} rows)"
+
+
+def column(rows: typing.Sequence, name: str) -> typing.Sequence:
+    """Field ``name`` of every row: read from the columns when ``rows`` is :class:`Rows`."""
+    return rows.column(name) if isinstance(rows, Rows) else [getattr(row, name) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -193,8 +260,8 @@ class Plan:
     state_fingerprint: str
     campaign_changes: tuple[CampaignChange, ...] = ()
     audiences: tuple[CampaignAudience, ...] = ()
-    enrollments: tuple[EnrollmentAction, ...] = ()
-    messages: tuple[MessageAction, ...] = ()
+    enrollments: typing.Sequence[EnrollmentAction] = ()  # Rows from the planner, a tuple from JSON
+    messages: typing.Sequence[MessageAction] = ()
     deferred: tuple[Deferral, ...] = ()
     held_back: tuple[HeldBack, ...] = ()
     forecast: tuple[ForecastCell, ...] = ()
@@ -209,26 +276,22 @@ class Plan:
 
     @property
     def messages_cost(self) -> float:
-        return round(sum(message.cost for message in self.messages), 6)
+        return round(sum(column(self.messages, "cost")), 6)
 
     def messages_by_channel(self) -> dict[str, tuple[int, float]]:
         """channel -> (messages now, their cost), by channel name."""
-        totals: dict[str, list] = defaultdict(lambda: [0, 0.0])
-        for message in self.messages:
-            totals[message.channel][0] += 1
-            totals[message.channel][1] += message.cost
-        return {channel: (count, round(cost, 6)) for channel, (count, cost) in sorted(totals.items())}
+        return _totals(column(self.messages, "channel"), column(self.messages, "cost"))
 
-    def campaign_messages(self, campaign: str) -> dict[str, tuple[int, float]]:
-        totals: dict[str, list] = defaultdict(lambda: [0, 0.0])
-        for message in self.messages:
-            if message.campaign == campaign:
-                totals[message.channel][0] += 1
-                totals[message.channel][1] += message.cost
-        return {channel: (count, round(cost, 6)) for channel, (count, cost) in sorted(totals.items())}
+    def messages_by_campaign(self) -> dict[str, dict[str, tuple[int, float]]]:
+        """campaign -> channel -> (messages now, their cost), by name."""
+        by_campaign: dict[str, dict[str, tuple[int, float]]] = defaultdict(dict)
+        pairs = list(zip(column(self.messages, "campaign"), column(self.messages, "channel")))
+        for (campaign, channel), totals in _totals(pairs, column(self.messages, "cost")).items():
+            by_campaign[campaign][channel] = totals
+        return dict(by_campaign)
 
     def entering(self) -> int:
-        return sum(1 for action in self.enrollments if action.action == ENTER)
+        return column(self.enrollments, "action").count(ENTER)
 
     @property
     def has_changes(self) -> bool:
@@ -258,10 +321,23 @@ class Plan:
         return cls.from_dict(json.loads(text))
 
 
+def _totals(keys: typing.Sequence, costs: typing.Sequence[float]) -> dict[str, tuple[int, float]]:
+    """key -> (count, summed cost), by key, None keys left out."""
+    totals: dict[str, list] = defaultdict(lambda: [0, 0.0])
+    for key, cost in zip(keys, costs):
+        if key is not None:
+            totals[key][0] += 1
+            totals[key][1] += cost
+    return {key: (count, round(cost, 6)) for key, (count, cost) in sorted(totals.items())}
+
+
 # --------------------------------------------------------------------------- encoding
 
 
 def _encode(value: Any) -> Any:
+    if isinstance(value, Rows):  # a column at a time: one type check per column, not per value
+        encoded = [[_encode(item) for item in values] if _needs_encoding(values) else values for values in value.columns]
+        return [dict(zip(value.names, row)) for row in zip(*encoded)]
     if is_dataclass(value):
         return {f.name: _encode(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, datetime):
@@ -273,6 +349,10 @@ def _encode(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_encode(item) for item in value]
     return value
+
+
+def _needs_encoding(values: list) -> bool:
+    return any(value is not None and not isinstance(value, (str, int, float)) for value in values)
 
 
 @functools.lru_cache(maxsize=None)
@@ -291,6 +371,8 @@ def _decode(tp: Any, value: Any) -> Any:
         return _decode(options[0], value)
     if is_dataclass(tp):
         return tp(**{name: _decode(hint, value[name]) for name, hint in _hints(tp) if name in value})
+    if origin is abc.Sequence:
+        return tuple(_decode(typing.get_args(tp)[0], item) for item in value)
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from ..planner.plan import CHANGE, CREATE, REMOVE, CampaignChange, Plan
+from ..planner.plan import CHANGE, CREATE, REMOVE, CampaignChange, Plan, column
 
 SYMBOLS = {"RUB": "₽", "USD": "$", "EUR": "€", "GBP": "£", "KZT": "₸", "UAH": "₴", "TRY": "₺", "INR": "₹", "JPY": "¥", "CNY": "¥"}
 
@@ -89,10 +89,10 @@ def forecast_table(plan: Plan) -> tuple[list[str], list[tuple[str, list[int], fl
 def sms_rows(plan: Plan) -> list[tuple[str, int, str, int | None, int, float]]:
     """(template, parts, encoding, max_parts, messages now, their cost) per SMS template the plan costs by parts."""
     sent: dict[str, list] = {}
-    for message in plan.messages:
-        totals = sent.setdefault(message.template, [0, 0.0])
+    for template, cost in zip(column(plan.messages, "template"), column(plan.messages, "cost")):
+        totals = sent.setdefault(template, [0, 0.0])
         totals[0] += 1
-        totals[1] += message.cost
+        totals[1] += cost
     rows = []
     for estimate in plan.sms_templates:
         n, cost = sent.get(estimate.template, (0, 0.0))

@@ -38,6 +38,7 @@ def render_markdown(plan: Plan) -> str:
     changes = {c.name: c for c in plan.campaign_changes}
     audiences = {a.campaign: a for a in plan.audiences}
     names = sorted(set(changes) | set(audiences))
+    by_campaign = plan.messages_by_campaign()
     if names:
         out += ["| campaign | change | audience | eligible | treatment | control | holdout | entering | messages now | cost now |",
                 "|---|---|---|--:|--:|--:|--:|--:|---|--:|"]
@@ -45,7 +46,7 @@ def render_markdown(plan: Plan) -> str:
             change = changes.get(name)
             a = audiences.get(name)
             what = ICON.get(change.action, "") if change else ""
-            per_channel = plan.campaign_messages(name)
+            per_channel = by_campaign.get(name, {})
             volumes = ", ".join(f"{channel} {n:,}" for channel, (n, _) in per_channel.items()) or "—"
             cost = sum(c for _, c in per_channel.values())
             if a is None:
@@ -94,7 +95,7 @@ def render_markdown(plan: Plan) -> str:
             arms = ", ".join(f"{arm} {n:,}" for arm, n in a.arms)
             out.append(f"- audience `{a.segment}`: {a.members:,} members, {a.eligible:,} eligible; treatment {a.treatment:,}"
                        f"{' (' + arms + ')' if arms else ''}, control {a.control:,}, holdout {a.holdout:,}; entering {a.entering:,}")
-        for channel, (n, cost) in plan.campaign_messages(name).items():
+        for channel, (n, cost) in by_campaign.get(name, {}).items():
             out.append(f"- {channel}: {n:,} messages now, {money(cost, cur)}")
         if name in deferred:
             out.append("- deferred: " + ", ".join(f"{rule} {n:,}" for rule, n in sorted(deferred[name].items())))

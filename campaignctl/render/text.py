@@ -46,8 +46,8 @@ def render_text(plan: Plan) -> str:
         width = max(len(channel) for channel in by_channel)
         for channel, (n, cost) in by_channel.items():
             out.append(f"  {channel:<{width}}  {n:>10,}  {money(cost, cur)}")
-        for campaign in sorted({m.campaign for m in plan.messages}):
-            parts = ", ".join(f"{channel} {n:,} ({money(cost, cur)})" for channel, (n, cost) in plan.campaign_messages(campaign).items())
+        for campaign, per_channel in plan.messages_by_campaign().items():
+            parts = ", ".join(f"{channel} {n:,} ({money(cost, cur)})" for channel, (n, cost) in per_channel.items())
             out.append(f"    {campaign}: {parts}")
     else:
         out.append("  none")
