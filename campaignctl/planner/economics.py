@@ -15,7 +15,6 @@ numbers in a plan can be checked by hand from each other.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -125,25 +124,22 @@ def offer_forecasts(planner, history: Mapping[HistorySpec, CustomerHistory]) -> 
 
 def _messaged(planner, flow, treated: np.ndarray) -> _Audience:
     """Who of ``treated`` would get messages (not suppressed as inactive), how
-    many of them some step reaches, and the cost of every step to those it reaches."""
-    alike: Counter = Counter()
-    example: dict[tuple, int] = {}
-    audience = 0
-    for customer_id in treated.tolist():
-        if planner.inactive_now(customer_id):
-            continue
-        audience += 1
-        key = planner.reach_key(customer_id)
-        alike[key] += 1
-        example.setdefault(key, customer_id)
+    many of them some step reaches, and the cost of every step to those it
+    reaches: steps are resolved once per reach class (customers whom the same
+    channels reach), a column at a time."""
+    rows = planner.facts.rows_of(treated)
+    known = rows >= 0
+    active = ~(known & planner.inactive_rows[np.where(known, rows, 0)])
+    ids = treated[active]
+    _, first, counts = np.unique(planner.reach_classes(ids, rows[active]), return_index=True, return_counts=True)
     reached, cost = 0, Fraction(0)
-    for key, count in alike.items():
-        resolved = [planner.resolve(step, example[key]) for step in flow.steps]
+    for customer_id, count in zip(ids[first].tolist(), counts.tolist()):
+        resolved = [planner.resolve(step, customer_id) for step in flow.steps]
         costs = [money(r[2]) for r in resolved if not isinstance(r, str)]
         if costs:
             reached += count
             cost += sum(costs, Fraction(0)) * count
-    return _Audience(audience, reached, cost)
+    return _Audience(len(ids), reached, cost)
 
 
 def _row(project: Project, campaign: str, arm: str | None, offer: str, eligible: np.ndarray, audience: _Audience,
