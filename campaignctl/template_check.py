@@ -13,16 +13,17 @@ Three checks per template, each a plan violation naming the template file:
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import defaultdict
 from dataclasses import replace
 from datetime import datetime
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from jinja2 import nodes
 
 from .contracts import DataSource
 from .model import Project
-from .planner.plan import MessageAction, Plan, Violation
+from .planner.plan import MessageAction, Plan, Violation, column
 from .templates import MessageRenderer, RenderError, environment
 
 SAMPLE_SIZE = 20
@@ -33,7 +34,7 @@ def check_plan_templates(project: Project, source: DataSource, the_plan: Plan, *
     """``the_plan`` with a violation for every template that fails for its sample."""
     from .executor import load_last_orders, load_profiles  # executor calls this module: import on use
 
-    samples = {name: _sample(messages, sample_size) for name, messages in _by_template(the_plan.messages).items()}
+    samples = _samples(the_plan.messages, sample_size)
     if not samples:
         return the_plan
     recipients = sorted({m.customer_id for sample in samples.values() for m in sample})
@@ -109,15 +110,13 @@ def _render_bodies(project: Project, source: DataSource, samples: Mapping[str, S
     return {name: texts for name, texts in bodies.items() if texts}
 
 
-def _by_template(messages: Iterable[MessageAction]) -> dict[str, list[MessageAction]]:
-    found: dict[str, list[MessageAction]] = defaultdict(list)
-    for m in messages:
-        found[m.template].append(m)
-    return found
-
-
-def _sample(messages: Sequence[MessageAction], size: int) -> list[MessageAction]:
-    return sorted(messages, key=lambda m: hashlib.sha256(m.key.encode()).digest())[:size]
+def _samples(messages: Sequence[MessageAction], size: int) -> dict[str, list[MessageAction]]:
+    """template -> up to ``size`` of its messages, those whose keys hash lowest.
+    Read from the plan's columns: only the sampled messages become objects."""
+    by_template: dict[str, list[tuple[bytes, int]]] = defaultdict(list)
+    for index, (template, key) in enumerate(zip(column(messages, "template"), column(messages, "key"))):
+        by_template[template].append((hashlib.sha256(key.encode()).digest(), index))
+    return {template: [messages[index] for _, index in heapq.nsmallest(size, hashed)] for template, hashed in by_template.items()}
 
 
 def _check_template(
