@@ -12,6 +12,15 @@ The query is built with sqlglot against the logical data contract and the
 project's table/column mapping, and rendered in the source's dialect, like
 campaignctl.facts. The per-segment sums are :func:`segment_history`, a pure
 function the planner calls with the ids of each campaign's audience.
+
+The windows a customer ordered in are not counted in the query with
+``COUNT(DISTINCT window)``, a set of values per customer and spec that took
+nine tenths of the query's time (DuckDB, 1M customers). The engine returns them
+as a bitmap instead, bit ``k`` set when the customer ordered in window ``k``:
+``BIT_OR`` of ``1 << k`` in BIGINT words of 63 windows each (bit 63 is the
+sign bit, never shifted into), and the bits are counted here, per customer,
+after the query. The aggregation stays in the engine, so a remote source
+still sends one row per customer.
 """
 
 from __future__ import annotations
@@ -23,8 +32,10 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow
+import pyarrow.compute as pc
 from sqlglot import exp
 
+from ..arrays import sorted_unique
 from ..model import Project
 
 if TYPE_CHECKING:
@@ -32,6 +43,7 @@ if TYPE_CHECKING:
 
 UTC = timezone.utc
 IN_LIST_LIMIT = 2000  # as campaignctl.facts: past this many ids, read everyone and keep the wanted rows here
+WORD_BITS = 63  # windows per BIGINT word of the bitmap: 1 << 63 would overflow a signed BIGINT (DuckDB raises)
 
 
 @dataclass(frozen=True, order=True)
@@ -44,6 +56,11 @@ class HistorySpec:
     @property
     def windows(self) -> int:
         return max(1, self.lookback // self.window)
+
+    @property
+    def words(self) -> int:
+        """BIGINT words the query's bitmap of this spec's windows takes."""
+        return -(-self.windows // WORD_BITS)
 
     @property
     def key(self) -> str:
@@ -103,7 +120,7 @@ class SegmentHistory:
 
 def segment_history(history: CustomerHistory, customer_ids: np.ndarray) -> SegmentHistory:
     """Sums of ``history`` over ``customer_ids`` (any order; each counted once)."""
-    ids = np.unique(np.asarray(customer_ids, dtype=np.int64))
+    ids = sorted_unique(np.asarray(customer_ids, dtype=np.int64))
     at = np.searchsorted(history.customer_ids, ids)
     found = at < len(history.customer_ids)
     found[found] = history.customer_ids[at[found]] == ids[found]
@@ -125,46 +142,75 @@ def segment_history(history: CustomerHistory, customer_ids: np.ndarray) -> Segme
 def history_query(project: Project, dialect: str, specs: Sequence[HistorySpec], now: datetime,
                   customer_ids: Sequence[int] | None = None) -> str:
     """One SELECT: customer_id, then per look-back ``orders_i, revenue_i, items_i``
-    and per spec ``windows_j`` (``i``/``j`` index the sorted distinct look-backs/specs)."""
+    and per spec its bitmap of windows with an order, ``windows_j_w`` for word
+    ``w`` of ``spec.words`` (bit ``k`` of word ``w``: window ``63w + k``; NULL:
+    none of the word's windows) (``i``/``j`` index the sorted distinct
+    look-backs/specs)."""
     specs = sorted(set(specs))
     lookbacks = sorted({spec.lookback for spec in specs})
     orders = project.data_source.table("orders")
+    now = now.astimezone(UTC)
 
     def col(logical: str) -> exp.Column:
         return exp.column(orders.column(logical), table="o", quoted=True)
 
-    now = now.astimezone(UTC)
-    ts = col("ts")
+    def row(name: str) -> exp.Column:  # a column of the inner SELECT below
+        return exp.column(name, table="h", quoted=True)
 
-    def since(delta: timedelta) -> exp.Expression:
-        return exp.GT(this=ts.copy(), expression=_timestamp(now - delta))
+    def since(ts: exp.Column, delta: timedelta) -> exp.Expression:
+        return exp.GT(this=ts, expression=_timestamp(now - delta))
 
     def when(condition: exp.Expression, value: exp.Expression) -> exp.Expression:
         return exp.Case(ifs=[exp.If(this=condition, true=value)])
 
-    columns: list[exp.Expression] = [exp.alias_(col("customer_id"), "customer_id", quoted=True)]
-    for i, lookback in enumerate(lookbacks):
-        columns.append(exp.alias_(exp.Count(this=when(since(lookback), exp.Literal.number(1))), f"orders_{i}", quoted=True))
-        columns.append(exp.alias_(exp.Sum(this=when(since(lookback), col("total"))), f"revenue_{i}", quoted=True))
-        columns.append(exp.alias_(exp.Sum(this=when(since(lookback), col("items"))), f"items_{i}", quoted=True))
-    age = exp.Paren(this=exp.Sub(this=exp.Literal.number(int(now.timestamp())), expression=exp.TimeToUnix(this=exp.cast(ts.copy(), "TIMESTAMPTZ"))))
+    # Inner SELECT: the completed orders of the look-back, each with its window index under
+    # every spec, computed once per row. Written inside the aggregates instead, the index is
+    # evaluated again in every CASE of every word (DuckDB shares no expression across CASE
+    # branches): about a quarter slower at 1M customers.
+    age = exp.Paren(this=exp.Sub(this=exp.Literal.number(int(now.timestamp())),
+                                 expression=exp.TimeToUnix(this=exp.cast(col("ts"), "TIMESTAMPTZ"))))
+    inner_columns = [exp.alias_(col(name), name, quoted=True) for name in ("customer_id", "ts", "total", "items")]
     for j, spec in enumerate(specs):
         index = exp.cast(exp.Floor(this=exp.Div(this=age.copy(), expression=exp.Literal.number(int(spec.window.total_seconds())))), "BIGINT")
-        counted = exp.Count(this=exp.Distinct(expressions=[when(since(spec.window * spec.windows), index)]))
-        columns.append(exp.alias_(counted, f"windows_{j}", quoted=True))
+        inner_columns.append(exp.alias_(index, f"index_{j}", quoted=True))
     conditions = [
         exp.EQ(this=col("status"), expression=exp.Literal.string("completed")),
-        exp.LTE(this=ts.copy(), expression=_timestamp(now)),
-        since(max(lookbacks[-1], max(spec.window * spec.windows for spec in specs))),
+        exp.LTE(this=col("ts"), expression=_timestamp(now)),
+        since(col("ts"), max(lookbacks[-1], max(spec.window * spec.windows for spec in specs))),
     ]
     if customer_ids is not None:
         conditions.append(exp.In(this=col("customer_id"), expressions=[exp.Literal.number(int(i)) for i in customer_ids])
                           if customer_ids else exp.false())
+    inner = exp.select(*inner_columns).from_(exp.to_table(orders.table, alias="o")).where(exp.and_(*conditions))
+
+    columns: list[exp.Expression] = [exp.alias_(row("customer_id"), "customer_id", quoted=True)]
+    for i, lookback in enumerate(lookbacks):
+        columns.append(exp.alias_(exp.Count(this=when(since(row("ts"), lookback), exp.Literal.number(1))), f"orders_{i}", quoted=True))
+        columns.append(exp.alias_(exp.Sum(this=when(since(row("ts"), lookback), row("total"))), f"revenue_{i}", quoted=True))
+        columns.append(exp.alias_(exp.Sum(this=when(since(row("ts"), lookback), row("items"))), f"items_{i}", quoted=True))
+    for j, spec in enumerate(specs):
+        index = row(f"index_{j}")
+        for w in range(spec.words):
+            # In the spec's range the index is in [0, windows); a word's own bounds are only
+            # needed on a side where another word's windows lie. The CASE also keeps every
+            # shift below 63: DuckDB raises on a shift out of range rather than yield 0.
+            condition = since(row("ts"), spec.window * spec.windows)
+            if w > 0:
+                condition = exp.and_(condition, exp.GTE(this=index.copy(), expression=exp.Literal.number(WORD_BITS * w)))
+            if w < spec.words - 1:
+                condition = exp.and_(condition, exp.LT(this=index.copy(), expression=exp.Literal.number(WORD_BITS * (w + 1))))
+            # A BIGINT 1 and an INT shift: an INT 1 would wrap (PostgreSQL, Spark shift an int
+            # mod 32), and PostgreSQL has bigint << integer but no bigint << bigint.
+            shift = exp.cast(exp.Sub(this=index.copy(), expression=exp.Literal.number(WORD_BITS * w)) if w else index.copy(), "INT")
+            bit = exp.BitwiseLeftShift(this=exp.cast(exp.Literal.number(1), "BIGINT"), expression=shift)
+            # BIT_OR by name: DuckDB, PostgreSQL and Spark all call it that, and sqlglot 25
+            # (the oldest pyproject allows) has no exp.BitwiseOrAgg.
+            word = exp.Anonymous(this="BIT_OR", expressions=[when(condition, bit)])
+            columns.append(exp.alias_(word, f"windows_{j}_{w}", quoted=True))
     query = (
         exp.select(*columns)
-        .from_(exp.to_table(orders.table, alias="o"))
-        .where(exp.and_(*conditions))
-        .group_by(col("customer_id"))
+        .from_(inner.subquery("h"))
+        .group_by(row("customer_id"))
         .order_by(exp.column("customer_id", quoted=True))
     )
     return query.sql(dialect=dialect)
@@ -180,13 +226,26 @@ def load_history(project: Project, source: DataSource, specs: Sequence[HistorySp
     in_sql = ids if ids is not None and len(ids) <= IN_LIST_LIMIT else None
     table = source.query(history_query(project, source.dialect, specs, now, in_sql))
     if ids is not None and in_sql is None:
-        import pyarrow.compute as pc
-
         table = table.filter(pc.is_in(table.column("customer_id"), value_set=pyarrow.array(ids, pyarrow.int64())))
     lookbacks = sorted({spec.lookback for spec in specs})
 
+    converted: dict[str, np.ndarray] = {}
+
     def column(name: str, dtype) -> np.ndarray:
-        return np.nan_to_num(table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)).astype(dtype)
+        # Specs of one look-back share its columns: convert each once (a SUM of integers can
+        # arrive as decimals, whose conversion through Python objects takes a second at 1M rows).
+        if name not in converted:
+            converted[name] = np.nan_to_num(table.column(name).to_numpy(zero_copy_only=False).astype(np.float64))
+        return converted[name].astype(dtype)
+
+    def windows(j: int, spec: HistorySpec) -> np.ndarray:
+        """Windows with an order: the set bits of the spec's words. Nulls are filled before
+        leaving Arrow (through float64 a word above 2**53 would lose bits)."""
+        counted = np.zeros(table.num_rows, dtype=np.int64)
+        for w in range(spec.words):
+            word = pc.fill_null(table.column(f"windows_{j}_{w}").cast(pyarrow.int64()), 0)
+            counted += np.bitwise_count(word.to_numpy(zero_copy_only=False).astype(np.uint64, copy=False))
+        return counted
 
     customer_ids_array = table.column("customer_id").to_numpy(zero_copy_only=False).astype(np.int64)
     order = np.argsort(customer_ids_array, kind="stable")
@@ -195,7 +254,7 @@ def load_history(project: Project, source: DataSource, specs: Sequence[HistorySp
         i = lookbacks.index(spec.lookback)
         result[spec] = CustomerHistory(
             spec, customer_ids_array[order], column(f"orders_{i}", np.int64)[order], column(f"revenue_{i}", np.float64)[order],
-            column(f"items_{i}", np.float64)[order], column(f"windows_{j}", np.int64)[order],
+            column(f"items_{i}", np.float64)[order], windows(j, spec)[order],
         )
     return result
 
