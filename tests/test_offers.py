@@ -20,6 +20,7 @@ import pytest
 
 from campaignctl.connect import open_data_source
 from campaignctl.executor import applied_offer_forecast
+from campaignctl.facts import SCHEMA as FACTS_SCHEMA
 from campaignctl.facts import CustomerFacts
 from campaignctl.offers.history import HistorySpec, load_history, segment_history
 from campaignctl.offers.redemptions import redemptions
@@ -189,6 +190,19 @@ def test_the_forecast_in_plan_matches_the_hand_computation_to_the_kopeck(shop):
     text, markdown = render_text(result), render_markdown(result)
     assert "  promo     ten_percent: 10% off" in text and "10.3%" in text and "₽2,166.83" in text
     assert "**Offer forecast**" in markdown and "| promo | ten_percent: 10% off |" in markdown
+
+
+def test_the_forecast_audience_leaves_out_the_inactive_and_reaches_only_whom_a_channel_can(shop):
+    project = load_project(shop)
+    known = facts([1, 2, 3]).table.to_pylist()
+    known[2]["last_order_at"] = NOW - 400 * DAY  # 3: inactive past suppress_inactive_days (365)
+    state = StateSnapshot(unsubscribed=frozenset({(2, "sms")}))  # 2: e-mail only
+    result = plan(project, audiences([1, 2, 3, 5]), state, NOW, CustomerFacts(pyarrow.Table.from_pylist(known, FACTS_SCHEMA)),
+                  history=history_of(project, [1, 2, 3, 5]))
+    (row,) = result.offer_forecast
+    # 1, 2 and 5 (no facts: never suppressed, but no contact reaches them); 1 and 2 reached
+    assert (row.audience, row.reached) == (3, 2)
+    assert row.message_cost == 3.2  # e-mail to 1 and 2 x 0.15 + SMS to 1 x 2.90
 
 
 def test_a_generous_offer_is_a_drr_violation_naming_the_numbers(shop):
