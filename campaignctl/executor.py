@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from .connect import open_data_source, open_offer_sinks, open_senders, open_state_store
 from .contracts import DataSource, OutgoingMessage
 from .delivery import DueMessage, deliver
-from .facts import CONTACT_FOR_KIND, load_customer_facts
+from .facts import CONTACT_FOR_KIND, FACT_COLUMNS, facts_from_audiences
 from .issuing import export_offers, issue_key, issue_offers, issued_codes
 from .model import Project
 from .planner import Plan, SentMessage, SnapshotEnrollment, StateSnapshot, campaign_versions, plan
@@ -122,14 +122,17 @@ def _month_start(project: Project, now: datetime) -> datetime:
 
 def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, now: datetime, progress: Progress | None = None) -> Plan:
     say = progress or (lambda _: None)
-    say("evaluating segments")
-    audiences = evaluate_segments(project, source, needed_segments(project), now=now)
+    say("evaluating segments and reading customer facts")
+    # The facts come from the segments query: the same scans of customers,
+    # consents and orders answer both (docs/architecture.md).
+    audiences = evaluate_segments(project, source, needed_segments(project), now=now, columns=FACT_COLUMNS)
     ids: set[int] = set()
     for members in audiences.members.values():
         ids.update(int(i) for i in members)
     ids.update(e.customer_id for e in snapshot.enrollments if e.status == "active")
-    say(f"reading facts of {len(ids):,} customers")
-    facts = load_customer_facts(project, source, sorted(ids), now)
+    say(f"keeping facts of {len(ids):,} customers")
+    facts = facts_from_audiences(project, source, audiences, sorted(ids), now)
+    audiences = dataclasses.replace(audiences, columns=None)  # every customer's facts: not needed past here
     history = load_offer_history(project, source, audiences, now)
     # SMS cost is per part: parts are counted on each SMS template rendered for
     # a sample of its campaigns' audiences, before planning, because budgets

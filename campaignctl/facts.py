@@ -2,10 +2,15 @@
 a customer (contacts, latest consent per channel kind), their time zone, and
 the dates that drive suppression, goals and triggers.
 
-:func:`load_customer_facts` reads them from any data source with one
-dialect-neutral query built with sqlglot and transpiled to the source's
-dialect; the project's table/column mapping applies as for segments. Tests
-build :class:`CustomerFacts` directly with :meth:`CustomerFacts.from_rows`.
+A plan reads them in the segments query: ``evaluate_segments(...,
+columns=FACT_COLUMNS)`` returns them beside the segments from the same scans
+of customers, consents and orders, and :func:`facts_from_audiences` keeps the
+wanted customers' and adds the latest trigger events (a small query of their
+own). :func:`load_customer_facts` reads them alone, with one dialect-neutral
+query built with sqlglot and transpiled to the source's dialect (consents by
+the segments' own definition); the project's table/column mapping applies as
+for segments. Tests build :class:`CustomerFacts` directly with
+:meth:`CustomerFacts.from_rows`.
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ from sqlglot import exp
 
 from .datacontract import CONSENT_CHANNELS
 from .model import Project
+from .segments import CustomerColumns
+from .segments.compiler import SourceNames, latest_consents
+from .segments.conditions import Aggregate
 
 if TYPE_CHECKING:
     from .contracts import DataSource
+    from .segments import Audiences
 
 UTC = timezone.utc
 
@@ -47,6 +56,14 @@ SCHEMA = pyarrow.schema(
     + [pyarrow.field("timezone", pyarrow.string())]
     + [pyarrow.field(f"consent_{kind}", pyarrow.bool_()) for kind in CONSENT_KINDS]
     + [pyarrow.field(name, TIMESTAMP) for name in ("created_at", "first_order_at", "last_order_at")]
+)
+COMPLETED_ORDERS = (("status", ("completed",)),)
+# SCHEMA's columns but customer_id, as the segments query reads them.
+FACT_COLUMNS = CustomerColumns(
+    fields=CONTACT_COLUMNS + ("timezone", "created_at"),
+    consents=CONSENT_KINDS,
+    aggregates=(("first_order_at", Aggregate("orders", "first_ts", None, COMPLETED_ORDERS)),
+                ("last_order_at", Aggregate("orders", "last_ts", None, COMPLETED_ORDERS))),
 )
 # The latest event of each type per customer, for event triggers and their `unless`.
 EVENTS_SCHEMA = pyarrow.schema([
@@ -349,20 +366,45 @@ def load_customer_facts(project: Project, source: DataSource, customer_ids: Sequ
     """Facts for ``customer_ids`` (None: every customer) as of ``now``."""
     now = _utc(now).astimezone(UTC)
     ids = None if customer_ids is None else _wanted_ids(customer_ids)
-    # A long IN list costs more to generate and parse than reading every
-    # customer; past a few thousand ids, read all and keep the wanted rows here.
-    in_sql = ids.tolist() if ids is not None and len(ids) <= IN_LIST_LIMIT else None
+    in_sql, left = _split_selection(ids)
     # The query leaves the order to us: one take here both orders and keeps rows,
     # cheaper than the engine sorting wide rows.
-    table = _keep(source.query(facts_query(project, source, in_sql, now)), ids, order=True)
-    events = EVENTS_SCHEMA.empty_table()
-    types = trigger_event_types(project)
-    if types:
-        events = _keep(source.query(events_query(project, source.dialect, in_sql, types, now - event_lookback(project), now)), ids)
-    return CustomerFacts(table, events)
+    table = _keep(source.query(facts_query(project, source, in_sql, now)), left, order=True)
+    return CustomerFacts(table, _trigger_events(project, source, in_sql, left, now))
+
+
+def facts_from_audiences(project: Project, source: DataSource, audiences: Audiences, customer_ids: Sequence[int], now: datetime) -> CustomerFacts:
+    """Facts for ``customer_ids`` as of ``now`` from ``audiences`` evaluated with
+    ``columns=FACT_COLUMNS`` (every customer's facts, read with the segments),
+    plus the latest trigger events: equal to :func:`load_customer_facts`'s."""
+    if audiences.columns is None:
+        raise ValueError("the audiences carry no facts: evaluate the segments with columns=FACT_COLUMNS")
+    now = _utc(now).astimezone(UTC)
+    ids = _wanted_ids(customer_ids)
+    table = _keep(audiences.columns, ids, order=True)
+    in_sql, left = _split_selection(ids)
+    return CustomerFacts(table, _trigger_events(project, source, in_sql, left, now))
 
 
 IN_LIST_LIMIT = 2000
+
+
+def _split_selection(ids: np.ndarray | None) -> tuple[list[int] | None, np.ndarray | None]:
+    """(the ids for the query's IN list, the ids to keep from its rows here);
+    None where that side keeps every customer. A long IN list costs more to
+    generate and parse than reading every customer; past a few thousand ids,
+    read all and keep the wanted rows here."""
+    if ids is not None and len(ids) <= IN_LIST_LIMIT:
+        return ids.tolist(), None
+    return None, ids
+
+
+def _trigger_events(project: Project, source: DataSource, in_sql: list[int] | None, left: np.ndarray | None, now: datetime) -> pyarrow.Table:
+    """The latest event of each trigger type per customer (:data:`EVENTS_SCHEMA`), empty when no campaign triggers on events."""
+    types = trigger_event_types(project)
+    if not types:
+        return EVENTS_SCHEMA.empty_table()
+    return _keep(source.query(events_query(project, source.dialect, in_sql, types, now - event_lookback(project), now)), left)
 
 
 def _wanted_ids(customer_ids: Sequence[int]) -> np.ndarray:
@@ -378,9 +420,9 @@ def _wanted_ids(customer_ids: Sequence[int]) -> np.ndarray:
 
 
 def _keep(table: pyarrow.Table, ids: np.ndarray | None, order: bool = False) -> pyarrow.Table:
-    """``table``'s rows of ``ids`` (all rows when None, or when the query kept
-    only those already), in customer_id order (stable) when ``order``."""
-    select = ids is not None and len(ids) > IN_LIST_LIMIT
+    """``table``'s rows of ``ids`` (sorted; all rows when None), in customer_id
+    order (stable) when ``order``."""
+    select = ids is not None
     column = table.column("customer_id")
     if column.null_count:  # not in sound data; Arrow's kernels then do as SQL would (nulls last, never wanted)
         import pyarrow.compute as pc
@@ -396,7 +438,7 @@ def _keep(table: pyarrow.Table, ids: np.ndarray | None, order: bool = False) -> 
         rows = np.argsort(have, kind="stable")
         have = have[rows]
     if select:
-        wanted = ids[np.minimum(np.searchsorted(ids, have), len(ids) - 1)] == have
+        wanted = ids[np.minimum(np.searchsorted(ids, have), len(ids) - 1)] == have if len(ids) else np.zeros(len(have), dtype=bool)
         if not wanted.all():
             rows = np.flatnonzero(wanted) if rows is None else rows[wanted]
     return table if rows is None else table.take(rows)
@@ -405,80 +447,46 @@ def _keep(table: pyarrow.Table, ids: np.ndarray | None, order: bool = False) -> 
 def facts_query(project: Project, source: DataSource, customer_ids: Sequence[int] | None, now: datetime) -> str:
     """One SELECT of :data:`SCHEMA`'s columns, in ``source.dialect``, in no
     particular order (:func:`load_customer_facts` orders the rows)."""
-    mapping = project.data_source
-
-    def col(alias: str, table: str, logical: str) -> exp.Column:
-        return exp.column(mapping.table(table).column(logical), table=alias, quoted=True)
-
-    def table(logical: str, alias: str) -> exp.Table:
-        return exp.to_table(mapping.table(logical).table, alias=alias)
-
-    present = {name.lower() for name in source.table_columns(mapping.table("customers").table) or ()}
+    names = SourceNames(project.data_source)
+    present = source.table_columns(project.data_source.table("customers").table)
 
     def customer(logical: str) -> exp.Expression:
         # Contacts and timezone are optional in a source; a missing column is null.
-        if mapping.table("customers").column(logical).lower() in present or not present:
-            return col("c", "customers", logical)
-        return exp.Null()
+        return names.col("c", "customers", logical) if names.has_column("customers", logical, present) else exp.Null()
 
     def wanted(alias: str, logical: str) -> list[exp.Expression]:
         # Also in the aggregates: a few customers' facts need not aggregate everyone's rows.
-        return [] if customer_ids is None else [_in(col(alias, logical, "customer_id"), customer_ids)]
+        return [] if customer_ids is None else [_in(names.col(alias, logical, "customer_id"), customer_ids)]
 
-    # The latest row per channel decides; on a tie in time, revoked (any status
-    # but granted) wins, as in segments. One aggregate per customer, no window:
-    # per channel the latest granted and the latest other update; consent is
-    # given when a granted one is strictly the latest.
-    k = "k"
-    channel, status, updated_at = col(k, "consents", "channel"), col(k, "consents", "status"), col(k, "consents", "updated_at")
-    granted = exp.EQ(this=status, expression=exp.Literal.string("granted"))
-
-    def latest(kind: str, of_granted: bool) -> exp.Expression:
-        on_channel = exp.EQ(this=channel.copy(), expression=exp.Literal.string(kind))
-        if of_granted:
-            ifs = [exp.If(this=exp.and_(on_channel, granted.copy()), true=updated_at.copy())]
-        else:  # a null status is not granted: it falls through to the channel test
-            ifs = [exp.If(this=granted.copy(), true=exp.Null()), exp.If(this=on_channel, true=updated_at.copy())]
-        return exp.Max(this=exp.Case(ifs=ifs))
-
-    consents = (
-        exp.select(col(k, "consents", "customer_id").as_("customer_id"),
-                   *(exp.alias_(latest(kind, of_granted), f"{prefix}_{kind}", quoted=True)
-                     for kind in CONSENT_KINDS for prefix, of_granted in (("granted", True), ("other", False))))
-        .from_(table("consents", k))
-        .where(exp.and_(exp.LTE(this=updated_at.copy(), expression=_timestamp(now)), *wanted(k, "consents")))
-        .group_by(col(k, "consents", "customer_id"))
-    )
+    # Consents exactly as segments read them (one definition, latest_consents).
+    consents = latest_consents(names, CONSENT_KINDS, now, customer_ids)
 
     def consent(kind: str) -> exp.Expression:
-        given, other = (exp.column(f"{prefix}_{kind}", table="k", quoted=True) for prefix in ("granted", "other"))
-        return exp.Case(ifs=[exp.If(this=exp.Is(this=given, expression=exp.Null()), true=exp.Literal.number(0)),
-                             exp.If(this=exp.Is(this=other, expression=exp.Null()), true=exp.Literal.number(1)),
-                             exp.If(this=exp.GT(this=given.copy(), expression=other.copy()), true=exp.Literal.number(1))],
-                        default=exp.Literal.number(0))
+        return exp.Coalesce(this=exp.column(kind, table="k", quoted=True), expressions=[exp.Literal.number(0)])
 
     o = "o"
     orders = (
-        exp.select(col(o, "orders", "customer_id").as_("customer_id"),
-                   exp.alias_(exp.Min(this=col(o, "orders", "ts")), "first_order_at"),
-                   exp.alias_(exp.Max(this=col(o, "orders", "ts")), "last_order_at"))
-        .from_(table("orders", o))
-        .where(exp.and_(exp.EQ(this=col(o, "orders", "status"), expression=exp.Literal.string("completed")),
-                        exp.LTE(this=col(o, "orders", "ts"), expression=_timestamp(now)), *wanted(o, "orders")))
-        .group_by(col(o, "orders", "customer_id"))
+        exp.select(names.col(o, "orders", "customer_id").as_("customer_id"),
+                   exp.alias_(exp.Min(this=names.col(o, "orders", "ts")), "first_order_at"),
+                   exp.alias_(exp.Max(this=names.col(o, "orders", "ts")), "last_order_at"))
+        .from_(names.table("orders", o))
+        .where(exp.and_(exp.EQ(this=names.col(o, "orders", "status"), expression=exp.Literal.string("completed")),
+                        exp.LTE(this=names.col(o, "orders", "ts"), expression=_timestamp(now)), *wanted(o, "orders")))
+        .group_by(names.col(o, "orders", "customer_id"))
     )
 
     c = "c"
-    columns: list[exp.Expression] = [exp.alias_(col(c, "customers", "customer_id"), "customer_id", quoted=True)]
+    customer_id = names.col(c, "customers", "customer_id")
+    columns: list[exp.Expression] = [exp.alias_(customer_id, "customer_id", quoted=True)]
     columns += [exp.alias_(customer(name), name, quoted=True) for name in CONTACT_COLUMNS + ("timezone",)]
     columns += [exp.alias_(consent(kind), f"consent_{kind}", quoted=True) for kind in CONSENT_KINDS]
     columns += [exp.alias_(customer("created_at"), "created_at", quoted=True)]
     columns += [exp.alias_(exp.column(name, table="o", quoted=True), name, quoted=True) for name in ("first_order_at", "last_order_at")]
     query = (
         exp.select(*columns)
-        .from_(table("customers", c))
-        .join(consents.subquery("k"), on=exp.EQ(this=exp.column("customer_id", table="k"), expression=col(c, "customers", "customer_id")), join_type="left")
-        .join(orders.subquery("o"), on=exp.EQ(this=exp.column("customer_id", table="o"), expression=col(c, "customers", "customer_id")), join_type="left")
+        .from_(names.table("customers", c))
+        .join(consents.subquery("k"), on=exp.EQ(this=exp.column("customer_id", table="k"), expression=customer_id.copy()), join_type="left")
+        .join(orders.subquery("o"), on=exp.EQ(this=exp.column("customer_id", table="o"), expression=customer_id.copy()), join_type="left")
     )
     if customer_ids is not None:
         query = query.where(*wanted(c, "customers"))

@@ -1,6 +1,9 @@
 """load_customer_facts on DuckDB over small Parquet files: contacts, latest
-consent per channel (revoked wins a tie), order dates from completed orders
-only, the project's column mapping, and the latest trigger events."""
+consent per channel (revoked wins a tie, a row without a status revokes),
+order dates from completed orders only, the project's column mapping, and the
+latest trigger events; and the same facts read with the segments
+(facts_from_audiences) on demo data, on DuckDB and PostgreSQL (every source,
+Spark too, on the contract data set: tests/contract/test_data_sources.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +11,16 @@ from datetime import datetime, timedelta, timezone
 
 import pyarrow
 import pyarrow.parquet as pq
+import pytest
+from test_apply import NOW as DEMO_NOW
+from test_apply import demo_data, project_dir  # noqa: F401 - fixtures
 
-from campaignctl.facts import CustomerFacts, facts_query, load_customer_facts
+from campaignctl.executor import needed_segments
+from campaignctl.facts import FACT_COLUMNS, IN_LIST_LIMIT, SCHEMA, CustomerFacts, facts_from_audiences, facts_query, load_customer_facts
+from campaignctl.model import DataSourceConfig
 from campaignctl.plugins import registry
 from campaignctl.project import load_project
+from campaignctl.segments import evaluate_segments
 
 UTC = timezone.utc
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -37,6 +46,8 @@ version: 1
 segments:
   everyone:
     where: {consent: email}
+  texting:
+    where: {consent: sms}
 campaigns:
   cart:
     kind: triggered
@@ -81,6 +92,10 @@ def project_with_data(tmp_path):
         dict(customer_id=2, channel="push", status="revoked", updated_at=ts(50)),
         dict(customer_id=2, channel="push", status="granted", updated_at=ts(1)),
         dict(customer_id=3, channel="email", status="granted", updated_at=ts(-1)),  # in the future of `now`: ignored
+        dict(customer_id=3, channel="sms", status="granted", updated_at=ts(10)),
+        dict(customer_id=3, channel="sms", status=None, updated_at=ts(5)),  # no status: not granted, so it revokes
+        dict(customer_id=2, channel="email", status=None, updated_at=ts(30)),
+        dict(customer_id=2, channel="email", status="granted", updated_at=ts(2)),  # granted after it
     ], pyarrow.schema([("customer_id", pyarrow.int64()), ("channel", pyarrow.string()), ("status", pyarrow.string()), ("updated_at", t)]))
     write(data, "sales", [
         dict(order_id=1, customer_id=1, created_at=ts(300), status="completed", total=1000.0),
@@ -136,7 +151,7 @@ def test_facts_for_some_customers_and_other_dialects(tmp_path):
 
     sql = facts_query(project, Postgres(), [1], NOW)
     assert '"sales"' in sql or "sales" in sql
-    assert "MAX(CASE WHEN" in sql and "OVER (" not in sql and "IN (1)" in sql  # latest consent by aggregate, no window
+    assert "FILTER(WHERE" in sql and "OVER (" not in sql and "IN (1)" in sql  # latest consent by aggregate, no window
     assert 'NULL AS "push_token"' in sql
 
 
@@ -189,3 +204,79 @@ def test_vectorised_questions_agree_with_each_customers_facts():
         assert facts.timezone(customer_id) == fact.timezone
     assert not facts.inactive_rows(NOW, None).any()
     assert len(set(codes.tolist())) > 10 and 0 < idle.sum() < len(rows)  # the data exercised both answers
+
+
+def test_a_row_without_a_status_revokes_in_segments_and_facts_alike(tmp_path):
+    project, source = project_with_data(tmp_path)
+    try:
+        audiences = evaluate_segments(project, source, ["everyone", "texting"], now=NOW, columns=FACT_COLUMNS)
+        loaded = load_customer_facts(project, source, [1, 2, 3], NOW)
+        read_with_segments = facts_from_audiences(project, source, audiences, [1, 2, 3], NOW)
+    finally:
+        source.close()
+    assert audiences.members["texting"].tolist() == [1]  # 3's grant was followed by a row without a status
+    assert audiences.members["everyone"].tolist() == [2]  # 2 granted after such a row; 1 revoked on a tie
+    for facts in (loaded, read_with_segments):
+        assert [facts.get(i).consents["sms"] for i in (1, 2, 3)] == [True, False, False]
+        assert [facts.get(i).consents["email"] for i in (1, 2, 3)] == [False, True, False]
+
+
+# --------------------------------------------------------------------------- read with the segments
+
+
+def evaluate_both_ways(project, source, names, now):
+    """The segments with the facts asked for, after checking that asking for
+    them changes no segment."""
+    plain = evaluate_segments(project, source, names, now=now)
+    audiences = evaluate_segments(project, source, names, now=now, columns=FACT_COLUMNS)
+    assert plain.columns is None and plain.members.keys() == audiences.members.keys()
+    for name, members in plain.members.items():
+        assert members.tolist() == audiences.members[name].tolist(), name
+    return audiences
+
+
+def assert_same_facts(project, source, audiences, ids, now):
+    """The facts read with the segments equal load_customer_facts's: the same
+    table (types per SCHEMA, rows of the wanted customers in id order) and events."""
+    expected = load_customer_facts(project, source, ids, now)
+    got = facts_from_audiences(project, source, audiences, ids, now)
+    assert got.table.schema.equals(SCHEMA) and got.table.equals(expected.table)
+    assert got.events.equals(expected.events)
+    everyone = set(audiences.columns.column("customer_id").to_pylist())
+    assert got.table.column("customer_id").to_pylist() == sorted(set(ids) & everyone)
+    return got
+
+
+def assert_same_facts_on_demo_data(project, source):
+    """For the plan's customers, a few plus an unknown id (load_customer_facts's
+    IN-list path), and more than the IN list takes but not everyone (kept in Python)."""
+    audiences = evaluate_both_ways(project, source, needed_segments(project), DEMO_NOW)
+    planned = sorted({int(i) for members in audiences.members.values() for i in members})
+    everyone = sorted(audiences.columns.column("customer_id").to_pylist())
+    most = [i for i in everyone if i % 5]
+    assert len(most) > IN_LIST_LIMIT
+    for ids in (planned, everyone[::-97] + [10**9], most):
+        facts = assert_same_facts(project, source, audiences, ids, DEMO_NOW)
+    assert len(facts.events) and facts.table.column("last_order_at").null_count < len(facts)  # the data exercised them
+
+
+def test_facts_read_with_the_segments_equal_the_facts_query(project_dir):  # noqa: F811
+    project = load_project(project_dir)
+    source = registry().data_sources["duckdb"](project.data_source, project.root)
+    try:
+        assert_same_facts_on_demo_data(project, source)
+    finally:
+        source.close()
+
+
+@pytest.mark.postgres
+def test_facts_read_with_the_segments_on_postgresql(project_dir, demo_data, postgres_dsn, postgres_schema):  # noqa: F811
+    from campaignctl_postgres import load_parquet_dir
+
+    load_parquet_dir(postgres_dsn, demo_data, postgres_schema)
+    project = load_project(project_dir)
+    source = registry().data_sources["postgres"](DataSourceConfig("postgres", {"dsn": postgres_dsn, "schema": postgres_schema}), project.root)
+    try:
+        assert_same_facts_on_demo_data(project, source)
+    finally:
+        source.close()

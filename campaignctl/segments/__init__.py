@@ -1,11 +1,12 @@
 """Segments: conditions and features compiled to one SQL query per evaluation."""
 
-from .compiler import CompiledQuery, check_segments, compile_segments, feature_column, segment_column
+from .compiler import CompiledQuery, CustomerColumns, check_segments, compile_segments, feature_column, segment_column
 from .evaluate import Audiences, evaluate_segments, explain_segment, sample_members
 
 __all__ = [
     "Audiences",
     "CompiledQuery",
+    "CustomerColumns",
     "check_segments",
     "compile_segments",
     "evaluate_segments",

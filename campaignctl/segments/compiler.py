@@ -14,7 +14,8 @@ The query has four layers, each a CTE:
 4. ``customer_features``: facts plus feature columns;
 
 and the final SELECT adds one non-null boolean per segment (a comparison with
-NULL is false; segment references are inlined).
+NULL is false; segment references are inlined), and the per-customer values a
+caller asked for (``CustomerColumns``: the planner's facts read this way).
 
 Every time boundary is computed from ``now`` in Python and rendered as a
 literal, so the query is a pure function of the project and ``now``. Calendar
@@ -28,13 +29,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 from sqlglot import exp
 
 from ..datacontract import CONTRACT, column_type
 from ..diagnostics import Diagnostic, ProjectError
-from ..model import Project
+from ..model import DataSourceConfig, Project
 from .conditions import (
     WEEKDAYS,
     ZERO_WHEN_EMPTY,
@@ -81,11 +82,32 @@ def feature_column(name: str) -> str:
     return f"feature.{name}"
 
 
+def customer_column(name: str) -> str:
+    return f"customer.{name}"
+
+
+@dataclass(frozen=True)
+class CustomerColumns:
+    """Per-customer values a caller reads beside the segments, from the same
+    query and so from the same scan of each table (the planner's facts do):
+
+    - ``fields``: customers columns by logical name; one the source lacks is null;
+    - ``consents``: channel kinds, each as ``consent_<kind>``, 1 when the latest
+      consent row is granted (the definition segments use), else 0;
+    - ``aggregates``: (name, aggregate) pairs, each under its own name.
+    """
+
+    fields: tuple[str, ...] = ()
+    consents: tuple[str, ...] = ()
+    aggregates: tuple[tuple[str, Aggregate], ...] = ()
+
+
 @dataclass(frozen=True)
 class CompiledQuery:
     """One query returning one row per customer: ``customer_id``, a boolean
-    ``segment.<name>`` column per segment and a ``feature.<name>`` column per
-    feature value (``feature.rfm.r`` for parts)."""
+    ``segment.<name>`` column per segment, a ``feature.<name>`` column per
+    feature value (``feature.rfm.r`` for parts) and a ``customer.<name>``
+    column per :class:`CustomerColumns` value asked for."""
 
     sql: str
     dialect: str
@@ -149,10 +171,13 @@ def check_segments(project: Project) -> list[Diagnostic]:
 
 
 def compile_segments(project: Project, names: Sequence[str] | None = None, *, now: datetime, dialect: str = "duckdb",
-                     features: Sequence[str] = ()) -> CompiledQuery:
+                     features: Sequence[str] = (), columns: CustomerColumns | None = None) -> CompiledQuery:
     """The query computing ``names`` (default: every segment), the segments they
-    refer to, the features they use and the extra ``features`` asked for."""
+    refer to, the features they use, the extra ``features`` asked for and the
+    customer ``columns`` asked for."""
     query = _build(project, names, now=now, dialect=dialect, features=features)
+    if columns is not None:
+        query.request(columns)
     return CompiledQuery(query.render(), dialect, query.segment_names, query.feature_names)
 
 
@@ -239,6 +264,64 @@ def quantile(value: exp.Expression, fraction: float, dialect: str) -> exp.Expres
     return exp.PercentileCont(this=value, expression=exp.Literal.number(fraction))
 
 
+@dataclass(frozen=True)
+class SourceNames:
+    """The data source's names for the logical tables and columns (the project's
+    table mapping), as quoted sqlglot nodes."""
+
+    mapping: DataSourceConfig
+
+    def table(self, logical: str, alias: str) -> exp.Table:
+        table = exp.to_table(self.mapping.table(logical).table, alias=alias)
+        for part in ("this", "db", "catalog"):
+            if isinstance(table.args.get(part), exp.Identifier):
+                table.args[part].set("quoted", True)
+        return table
+
+    def col(self, alias: str, logical_table: str, logical: str) -> exp.Column:
+        return exp.column(self.mapping.table(logical_table).column(logical), table=alias, quoted=True)
+
+    def has_column(self, logical_table: str, logical: str, present: Collection[str] | None) -> bool:
+        """Whether ``present`` (the table's columns as the source lists them; None
+        or empty: unknown) holds the column; optional columns may be missing."""
+        return not present or self.mapping.table(logical_table).column(logical).lower() in {name.lower() for name in present}
+
+
+def latest_consents(names: SourceNames, kinds: Sequence[str], now: datetime, customer_ids: Sequence[int] | None = None) -> exp.Select:
+    """Per customer with consent rows, a column per channel kind in ``kinds``:
+    1 when the latest row of that kind at or before ``now`` is granted, else 0.
+
+    The latest row decides: its newest granted row must be newer than its
+    newest other row, so on a tie in time revoked wins, and a row without a
+    status counts as not granted (the safe reading for consent). One GROUP BY,
+    no window. ``customer_ids``: only these customers' rows (None: everyone's).
+    The segments' consents and the planner's facts both read this."""
+    k = "k"
+    channel, status, updated_at = (names.col(k, "consents", name) for name in ("channel", "status", "updated_at"))
+    granted = exp.EQ(this=status, expression=literal("granted"))
+    latest_columns = []
+    for kind in kinds:
+        of_kind = exp.EQ(this=channel.copy(), expression=literal(kind))
+        for suffix, rows in (("granted", granted.copy()), ("other", exp.Not(this=as_bool(granted.copy())))):
+            latest = exp.Filter(this=exp.Max(this=updated_at.copy()), expression=exp.Where(this=exp.and_(of_kind.copy(), rows)))
+            latest_columns.append(exp.alias_(latest, f"{kind}_{suffix}", quoted=True))
+    customer = names.col(k, "consents", "customer_id")
+    rows = [is_in(channel.copy(), kinds), exp.LTE(this=updated_at.copy(), expression=literal(now))]
+    if customer_ids is not None:
+        rows.append(is_in(customer.copy(), customer_ids) if customer_ids else exp.false())
+    latest = (exp.select(customer.as_("customer_id"), *latest_columns)
+              .from_(names.table("consents", k))
+              .where(exp.and_(*rows))
+              .group_by(customer.copy()))
+
+    def flag(kind: str) -> exp.Expression:
+        granted_at, other_at = ident(f"{kind}_granted"), ident(f"{kind}_other")
+        newest_is_granted = exp.or_(exp.Is(this=other_at, expression=exp.Null()), exp.GT(this=granted_at, expression=other_at.copy()))
+        return exp.alias_(case([(exp.and_(exp.Not(this=exp.Is(this=granted_at.copy(), expression=exp.Null())), exp.Paren(this=newest_is_granted)), literal(1))], literal(0)), kind, quoted=True)
+
+    return exp.select("customer_id", *(flag(kind) for kind in kinds)).from_(latest.subquery("latest"))
+
+
 # --- the builder ----------------------------------------------------------------------
 
 
@@ -250,7 +333,7 @@ class QueryBuilder:
         self.project, self.parsed, self.dialect = project, parsed, dialect
         self.now = local_now(now, project.timezone)
         self.today = self.now.date()
-        self.source = project.data_source
+        self.names = SourceNames(project.data_source)
         self.aggregates: dict[Aggregate, str] = {}  # resolved aggregate -> customer_facts column
         self.customer_fields: list[str] = ["customer_id"]
         self.consents: list[str] = []
@@ -262,6 +345,7 @@ class QueryBuilder:
         self.feature_columns: dict[str, exp.Expression] = {}  # "rfm.r" -> expression over customer_facts
         self.edge_ctes: dict[str, exp.Expression] = {}
         self.segments: dict[str, exp.Expression] = {}
+        self.requested: dict[str, exp.Expression] = {}  # CustomerColumns name -> expression over customer_features
 
     @property
     def segment_names(self) -> tuple[str, ...]:
@@ -274,14 +358,10 @@ class QueryBuilder:
     # names of the data source
 
     def table(self, logical: str, alias: str) -> exp.Table:
-        table = exp.to_table(self.source.table(logical).table, alias=alias)
-        for part in ("this", "db", "catalog"):
-            if isinstance(table.args.get(part), exp.Identifier):
-                table.args[part].set("quoted", True)
-        return table
+        return self.names.table(logical, alias)
 
     def col(self, alias: str, logical_table: str, logical: str) -> exp.Column:
-        return exp.column(self.source.table(logical_table).column(logical), table=alias, quoted=True)
+        return self.names.col(alias, logical_table, logical)
 
     # segments
 
@@ -351,9 +431,7 @@ class QueryBuilder:
         return as_bool(is_in(month_day, birthday_keys(self.today, node.within_days)))
 
     def _Consent(self, node: Consent) -> exp.Expression:
-        if node.channel not in self.consents:
-            self.consents.append(node.channel)
-        granted = exp.EQ(this=ident(f"consent_{node.channel}"), expression=literal(1))
+        granted = exp.EQ(this=self.consent(node.channel), expression=literal(1))
         if not node.require_contact:
             return granted
         return exp.and_(granted, self.contact_present(CONTACT_FIELD[node.channel]))
@@ -372,10 +450,20 @@ class QueryBuilder:
 
     # facts
 
+    def consent(self, kind: str) -> exp.Expression:
+        """The customer_facts flag: 1 when the latest consent of ``kind`` is granted, else 0."""
+        if kind not in self.consents:
+            self.consents.append(kind)
+        return ident(f"consent_{kind}")
+
     def contact_present(self, name: str) -> exp.Expression:
         """A customer_facts flag: the contact column ``name`` is neither null nor
         empty. A flag rather than the text keeps e-mails and tokens out of the
-        materialized facts."""
+        materialized facts when only segments are asked for. (The planner's
+        facts ask for the contacts themselves, through customer_facts like any
+        field: at 1M customers that measured no dearer than joining customers
+        again in the final select, which would also repeat rows of a
+        duplicated customer_id.)"""
         if name not in self.contacts:
             self.contacts.append(name)
         return exp.EQ(this=ident(f"has_{name}"), expression=literal(1))
@@ -399,6 +487,17 @@ class QueryBuilder:
             return aggregate
         window = period_window(period_spec(period), self.now)
         return replace(aggregate, filters=tuple((name, window if name == "period" else value) for name, value in aggregate.filters))
+
+    def request(self, wanted: CustomerColumns, present: Collection[str] | None = None) -> None:
+        """Return ``wanted`` beside the segments, as ``customer.<name>`` columns.
+        ``present``: the customers table's columns as the source lists them
+        (None: unknown, all assumed present); a field it lacks is null."""
+        for name in wanted.fields:
+            self.requested[name] = self.customer_field(name) if self.names.has_column("customers", name, present) else exp.Null()
+        for kind in wanted.consents:
+            self.requested[f"consent_{kind}"] = self.consent(kind)
+        for name, aggregate in wanted.aggregates:
+            self.requested[name] = self.aggregate(aggregate)
 
     # features
 
@@ -617,6 +716,7 @@ class QueryBuilder:
         columns = [ident("customer_id")]
         columns += [exp.alias_(expression.copy(), segment_column(name), quoted=True) for name, expression in self.segments.items()]
         columns += [ident(feature_column(name)) for name in self.feature_columns]
+        columns += [exp.alias_(expression.copy(), customer_column(name), quoted=True) for name, expression in self.requested.items()]
         return self.with_layers(exp.select(*columns).from_("customer_features"))
 
     def with_layers(self, query: exp.Select) -> exp.Select:
@@ -699,32 +799,8 @@ class QueryBuilder:
         return exp.Paren(this=exp.Mod(this=shifted, expression=literal(7)))
 
     def consent_ctes(self) -> list[tuple[str, exp.Expression]]:
-        """Per customer and channel kind, 1 when the latest consent row is
-        granted: its newest granted row is newer than its newest other row
-        (so on a tie in time, revoked wins). One GROUP BY, no window."""
-        if not self.consents:
-            return []
-        k = "k"
-        channel, status, updated_at = (self.col(k, "consents", name) for name in ("channel", "status", "updated_at"))
-        granted = exp.EQ(this=status, expression=literal("granted"))
-        latest_columns = []
-        for kind in self.consents:
-            of_kind = exp.EQ(this=channel.copy(), expression=literal(kind))
-            for suffix, rows in (("granted", granted.copy()), ("other", exp.Not(this=as_bool(granted.copy())))):
-                latest = exp.Filter(this=exp.Max(this=updated_at.copy()), expression=exp.Where(this=exp.and_(of_kind.copy(), rows)))
-                latest_columns.append(exp.alias_(latest, f"{kind}_{suffix}", quoted=True))
-        latest = (exp.select(self.col(k, "consents", "customer_id").as_("customer_id"), *latest_columns)
-                  .from_(self.table("consents", k))
-                  .where(exp.and_(is_in(channel.copy(), self.consents), exp.LTE(this=updated_at.copy(), expression=literal(self.now))))
-                  .group_by(self.col(k, "consents", "customer_id")))
-
-        def flag(kind: str) -> exp.Expression:
-            granted_at, other_at = ident(f"{kind}_granted"), ident(f"{kind}_other")
-            newest_is_granted = exp.or_(exp.Is(this=other_at, expression=exp.Null()), exp.GT(this=granted_at, expression=other_at.copy()))
-            return exp.alias_(case([(exp.and_(exp.Not(this=exp.Is(this=granted_at.copy(), expression=exp.Null())), exp.Paren(this=newest_is_granted)), literal(1))], literal(0)), kind, quoted=True)
-
-        body = exp.select("customer_id", *(flag(kind) for kind in self.consents)).from_(latest.subquery("latest"))
-        return [("latest_consents", body)]
+        """Per customer, whether the latest consent of each kind asked for is granted (:func:`latest_consents`)."""
+        return [("latest_consents", latest_consents(self.names, self.consents, self.now))] if self.consents else []
 
     def price_drop_ctes(self) -> list[tuple[str, exp.Expression]]:
         return [(name, self.price_drop_cte(within, cart_within)) for (within, cart_within), name in self.price_drops.items()]
@@ -874,7 +950,7 @@ class AggregateSQL:
             return exp.Count(this=exp.Star())
         if metric in ("days_since_last", "last_ts"):
             return exp.Max(this=ts.copy())
-        if metric == "days_since_first":
+        if metric in ("days_since_first", "first_ts"):
             return exp.Min(this=ts.copy())
         if metric == "distinct_days":
             return exp.Count(this=exp.Distinct(expressions=[self.builder.local_day(ts.copy())]))

@@ -13,7 +13,7 @@ from sqlglot import exp
 
 from ..contracts import DataSource
 from ..model import Project
-from .compiler import _build, feature_column, ident, literal, segment_column
+from .compiler import CustomerColumns, _build, customer_column, feature_column, ident, literal, segment_column
 from .conditions import AggregateCompare, CustomerField, Node, walk
 from .describe import describe, describe_aggregate
 
@@ -27,15 +27,21 @@ class Audiences:
     customers: int  # rows evaluated (every customer)
     elapsed: float  # seconds spent in the query
     now: datetime
+    # customer_id and the CustomerColumns asked for, every customer's, in no
+    # particular order; None when none were asked for.
+    columns: pyarrow.Table | None = None
 
     def size(self, segment: str) -> int:
         return len(self.members[segment])
 
 
 def evaluate_segments(project: Project, source: DataSource, names: Sequence[str] | None = None, *, now: datetime,
-                      features: Sequence[str] = ()) -> Audiences:
-    """Run ``names`` (default: all segments) and the features they use in one query."""
+                      features: Sequence[str] = (), columns: CustomerColumns | None = None) -> Audiences:
+    """Run ``names`` (default: all segments), the features they use and, when
+    asked, per-customer ``columns`` in one query."""
     builder = _build(project, names, now=now, dialect=source.dialect, features=features)
+    if columns is not None:
+        builder.request(columns, source.table_columns(project.data_source.table("customers").table))
     started = time.perf_counter()
     table = source.query(builder.render())
     elapsed = time.perf_counter() - started
@@ -46,7 +52,11 @@ def evaluate_segments(project: Project, source: DataSource, names: Sequence[str]
         members[name] = np.sort(ids[mask])
     feature_table = table.select(["customer_id"] + [feature_column(name) for name in builder.feature_names])
     feature_table = feature_table.rename_columns(["customer_id", *builder.feature_names])
-    return Audiences(members, feature_table, table.num_rows, elapsed, now)
+    return Audiences(members, feature_table, table.num_rows, elapsed, now, _requested(table, builder.requested) if columns is not None else None)
+
+
+def _requested(table: pyarrow.Table, names: Sequence[str]) -> pyarrow.Table:
+    return table.select(["customer_id"] + [customer_column(name) for name in names]).rename_columns(["customer_id", *names])
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ is given the same small data set (dataset.py) and must:
 - return, for the same SQL transpiled to its dialect, the same values as
   were written: timestamps to the microsecond, with and without a zone; dates;
   exact decimals; NULL apart from the empty string;
-- put the same customers in the same segments (once campaignctl.segments exists).
+- put the same customers in the same segments (once campaignctl.segments exists);
+- give the planner the same customer facts whether it reads them in the
+  segments query or with load_customer_facts's own query.
 
 Values are compared after a documented normalisation (``normalise``) that
 only forgives what engines legitimately do differently.
@@ -289,6 +291,24 @@ def test_segment_membership_is_identical_on_every_source(source, project_dir, re
     differing = {seg: (sorted(got[seg] - ref)[:5], sorted(ref - got[seg])[:5]) for seg, ref in reference_members.items() if got.get(seg) != ref}
     assert not differing, f"segments differing from DuckDB (extra, missing): {differing}"
     assert any(reference_members.values()), "the data set should put someone in some segment"
+
+
+def test_facts_read_with_the_segments_equal_the_facts_query(source, project_dir):
+    """A plan reads the customer facts in its segments query (``columns=FACT_COLUMNS``,
+    then facts_from_audiences); they must equal load_customer_facts's own
+    query on the same source: same table, types per facts.SCHEMA, id order."""
+    from campaignctl.facts import FACT_COLUMNS, facts_from_audiences, load_customer_facts
+    from campaignctl.project import load_project
+
+    project = load_project(project_dir)
+    audiences = _segments_api().evaluate_segments(project, source, list(SEGMENTS), now=dataset.NOW, columns=FACT_COLUMNS)
+    wanted = list(range(1, dataset.CUSTOMERS + 1, 3)) + [10**9]  # and an id no customer has
+    got = facts_from_audiences(project, source, audiences, wanted, dataset.NOW)
+    expected = load_customer_facts(project, source, wanted, dataset.NOW)
+    assert got.table.equals(expected.table) and got.events.equals(expected.events)
+    assert got.table.column("customer_id").to_pylist() == wanted[:-1]
+    consents, orders = got.table.column("consent_email").to_pylist(), got.table.column("last_order_at").to_pylist()
+    assert True in consents and False in consents and any(orders) and None in orders  # the data exercised them
 
 
 def test_zoned_timestamps_are_read_in_utc_whatever_the_machine_zone(source, tables):
