@@ -5,20 +5,20 @@ recipients, so a missing field fails the plan, not the send.
 Three checks per template, each a plan violation naming the template file:
 - ``customer.X`` (or ``customer["X"]``) where the customers table has no X,
   found in the template's syntax tree, whichever branch a sample takes;
-- rendering for up to ``SAMPLE_SIZE`` recipients, chosen by their message keys'
-  hash (deterministic, spread over the audience): the first RenderError;
+- rendering for up to ``SAMPLE_SIZE`` recipients, evenly spaced through the
+  plan's messages of that template (deterministic, spread over the audience):
+  the first RenderError;
 - the rendered AMP part against the AMP for Email rules (campaignctl.amp).
 """
 
 from __future__ import annotations
 
-import hashlib
-import heapq
 from collections import defaultdict
 from dataclasses import replace
 from datetime import datetime
 from typing import Mapping, Sequence
 
+import numpy as np
 from jinja2 import nodes
 
 from .contracts import DataSource
@@ -111,12 +111,19 @@ def _render_bodies(project: Project, source: DataSource, samples: Mapping[str, S
 
 
 def _samples(messages: Sequence[MessageAction], size: int) -> dict[str, list[MessageAction]]:
-    """template -> up to ``size`` of its messages, those whose keys hash lowest.
-    Read from the plan's columns: only the sampled messages become objects."""
-    by_template: dict[str, list[tuple[bytes, int]]] = defaultdict(list)
-    for index, (template, key) in enumerate(zip(column(messages, "template"), column(messages, "key"))):
-        by_template[template].append((hashlib.sha256(key.encode()).digest(), index))
-    return {template: [messages[index] for _, index in heapq.nsmallest(size, hashed)] for template, hashed in by_template.items()}
+    """template -> up to ``size`` of its messages, evenly spaced through the
+    plan's order (campaign, then customer): the same every run and spread over
+    the audience. Read from the plan's columns: only the sampled messages
+    become objects."""
+    templates = column(messages, "template")
+    code = {name: index for index, name in enumerate(dict.fromkeys(templates))}
+    codes = np.fromiter((code[name] for name in templates), dtype=np.int64, count=len(templates))
+    found = {}
+    for name, index in code.items():
+        positions = np.flatnonzero(codes == index)
+        stride = max(1, len(positions) // size)
+        found[name] = [messages[position] for position in positions[::stride][:size].tolist()]
+    return found
 
 
 def _check_template(
