@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 
@@ -13,3 +15,12 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
         return values
     ordered = np.sort(values)
     return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
+def distinct_ids(customer_ids: Sequence[int]) -> np.ndarray:
+    """The distinct customer ids, ascending, as int64, from an int array or any
+    sequence of ints."""
+    ids = customer_ids if isinstance(customer_ids, np.ndarray) else np.asarray(customer_ids)
+    if ids.ndim != 1 or ids.dtype.kind != "i":  # str, uint64, Python ints beyond int64, empty: the general way
+        return np.array(sorted({int(i) for i in customer_ids}), dtype=np.int64)
+    return sorted_unique(ids.astype(np.int64, copy=False))

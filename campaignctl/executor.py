@@ -18,6 +18,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
+from .arrays import sorted_unique
 from .connect import open_data_source, open_offer_sinks, open_senders, open_state_store
 from .contracts import DataSource, OutgoingMessage
 from .delivery import DueMessage, deliver
@@ -126,13 +129,12 @@ def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, 
     # The facts come from the segments query: the same scans of customers,
     # consents and orders answer both (docs/architecture.md).
     audiences = evaluate_segments(project, source, needed_segments(project), now=now, columns=FACT_COLUMNS)
-    ids: set[int] = set()
-    for members in audiences.members.values():
-        ids.update(int(i) for i in members)
-    ids.update(e.customer_id for e in snapshot.enrollments if e.status == "active")
+    active = [e.customer_id for e in snapshot.enrollments if e.status == "active"]
+    ids = sorted_unique(np.concatenate([*audiences.members.values(), np.array(active, dtype=np.int64)]))
     say(f"keeping facts of {len(ids):,} customers")
-    facts = facts_from_audiences(project, source, audiences, sorted(ids), now)
+    facts = facts_from_audiences(project, source, audiences, ids, now)
     audiences = dataclasses.replace(audiences, columns=None)  # every customer's facts: not needed past here
+    say("reading the order history of the offers' audiences")
     history = load_offer_history(project, source, audiences, now)
     # SMS cost is per part: parts are counted on each SMS template rendered for
     # a sample of its campaigns' audiences, before planning, because budgets
@@ -151,11 +153,10 @@ def load_offer_history(project: Project, source: DataSource, audiences, now: dat
     from .offers.history import load_history
     from .planner.economics import campaign_offers, needed_history
 
-    ids: set[int] = set()
-    for name, campaign in project.campaigns.items():
-        if campaign.enabled and campaign_offers(project, name) and campaign.audience in audiences.members:
-            ids.update(int(i) for i in audiences.members[campaign.audience])
-    return load_history(project, source, sorted(needed_history(project)), sorted(ids), now)
+    members = [audiences.members[campaign.audience] for name, campaign in project.campaigns.items()
+               if campaign.enabled and campaign_offers(project, name) and campaign.audience in audiences.members]
+    ids = sorted_unique(np.concatenate(members)) if members else np.empty(0, dtype=np.int64)
+    return load_history(project, source, sorted(needed_history(project)), ids, now)
 
 
 def make_plan(project: Project, now: datetime, *, environ: Mapping[str, str] | None = None, progress: Progress | None = None) -> Plan:

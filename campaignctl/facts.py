@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow
 from sqlglot import exp
 
+from .arrays import distinct_ids
 from .datacontract import CONSENT_CHANNELS
 from .model import Project
 from .segments import CustomerColumns
@@ -365,7 +366,7 @@ def event_lookback(project: Project) -> timedelta:
 def load_customer_facts(project: Project, source: DataSource, customer_ids: Sequence[int] | None, now: datetime) -> CustomerFacts:
     """Facts for ``customer_ids`` (None: every customer) as of ``now``."""
     now = _utc(now).astimezone(UTC)
-    ids = None if customer_ids is None else _wanted_ids(customer_ids)
+    ids = None if customer_ids is None else distinct_ids(customer_ids)
     in_sql, left = _split_selection(ids)
     # The query leaves the order to us: one take here both orders and keeps rows,
     # cheaper than the engine sorting wide rows.
@@ -380,7 +381,7 @@ def facts_from_audiences(project: Project, source: DataSource, audiences: Audien
     if audiences.columns is None:
         raise ValueError("the audiences carry no facts: evaluate the segments with columns=FACT_COLUMNS")
     now = _utc(now).astimezone(UTC)
-    ids = _wanted_ids(customer_ids)
+    ids = distinct_ids(customer_ids)
     table = _keep(audiences.columns, ids, order=True)
     in_sql, left = _split_selection(ids)
     return CustomerFacts(table, _trigger_events(project, source, in_sql, left, now))
@@ -405,18 +406,6 @@ def _trigger_events(project: Project, source: DataSource, in_sql: list[int] | No
     if not types:
         return EVENTS_SCHEMA.empty_table()
     return _keep(source.query(events_query(project, source.dialect, in_sql, types, now - event_lookback(project), now)), left)
-
-
-def _wanted_ids(customer_ids: Sequence[int]) -> np.ndarray:
-    """The distinct ids, ascending, as int64."""
-    ids = customer_ids if isinstance(customer_ids, np.ndarray) else np.asarray(customer_ids)
-    if ids.ndim != 1 or ids.dtype.kind != "i":  # str, uint64, Python ints beyond int64, empty: the general way
-        return np.array(sorted({int(i) for i in customer_ids}), dtype=np.int64)
-    ids = ids.astype(np.int64, copy=False)
-    if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
-        ids = np.sort(ids)
-        ids = ids[np.concatenate(([True], ids[1:] != ids[:-1]))]
-    return ids
 
 
 def _keep(table: pyarrow.Table, ids: np.ndarray | None, order: bool = False) -> pyarrow.Table:

@@ -35,7 +35,7 @@ import pyarrow
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from ..arrays import sorted_unique
+from ..arrays import distinct_ids, sorted_unique
 from ..model import Project
 
 if TYPE_CHECKING:
@@ -222,8 +222,8 @@ def load_history(project: Project, source: DataSource, specs: Sequence[HistorySp
     specs = sorted(set(specs))
     if not specs:
         return {}
-    ids = None if customer_ids is None else sorted({int(i) for i in customer_ids})
-    in_sql = ids if ids is not None and len(ids) <= IN_LIST_LIMIT else None
+    ids = None if customer_ids is None else distinct_ids(customer_ids)
+    in_sql = ids.tolist() if ids is not None and len(ids) <= IN_LIST_LIMIT else None
     table = source.query(history_query(project, source.dialect, specs, now, in_sql))
     if ids is not None and in_sql is None:
         table = table.filter(pc.is_in(table.column("customer_id"), value_set=pyarrow.array(ids, pyarrow.int64())))
