@@ -321,13 +321,12 @@ class Plan:
         return cls.from_dict(json.loads(text))
 
 
-def _totals(keys: typing.Sequence, costs: typing.Sequence[float]) -> dict[str, tuple[int, float]]:
-    """key -> (count, summed cost), by key, None keys left out."""
-    totals: dict[str, list] = defaultdict(lambda: [0, 0.0])
+def _totals(keys: typing.Sequence, costs: typing.Sequence[float]) -> dict:
+    """key -> (count, summed cost), by key."""
+    totals: dict = defaultdict(lambda: [0, 0.0])
     for key, cost in zip(keys, costs):
-        if key is not None:
-            totals[key][0] += 1
-            totals[key][1] += cost
+        totals[key][0] += 1
+        totals[key][1] += cost
     return {key: (count, round(cost, 6)) for key, (count, cost) in sorted(totals.items())}
 
 
