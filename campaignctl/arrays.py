@@ -24,3 +24,22 @@ def distinct_ids(customer_ids: Sequence[int]) -> np.ndarray:
     if ids.ndim != 1 or ids.dtype.kind != "i":  # str, uint64, Python ints beyond int64, empty: the general way
         return np.array(sorted({int(i) for i in customer_ids}), dtype=np.int64)
     return sorted_unique(ids.astype(np.int64, copy=False))
+
+
+def locate(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The position of each of ``wanted`` in ``sorted_values`` (ascending,
+    distinct), -1 where it is not there: one binary search per value."""
+    wanted = np.asarray(wanted, dtype=np.int64)
+    if not len(sorted_values):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(sorted_values, wanted), len(sorted_values) - 1)
+    return np.where(sorted_values[at] == wanted, at, -1)
+
+
+def lookup(sorted_keys: np.ndarray, values: np.ndarray, wanted: np.ndarray, missing) -> np.ndarray:
+    """``values`` (one per key of ``sorted_keys``) of each of ``wanted``;
+    ``missing`` where a wanted key is not there."""
+    at = locate(sorted_keys, wanted)
+    if not len(values):
+        return np.full(len(at), missing, dtype=values.dtype)
+    return np.where(at >= 0, values[at], missing)

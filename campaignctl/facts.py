@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow
 from sqlglot import exp
 
-from .arrays import distinct_ids
+from .arrays import distinct_ids, locate, lookup
 from .datacontract import CONSENT_CHANNELS
 from .model import Project
 from .segments import CustomerColumns
@@ -143,12 +143,8 @@ class CustomerFacts:
 
     def rows_of(self, customer_ids: np.ndarray) -> np.ndarray:
         """The table row of each of ``customer_ids``; -1 where the table lacks one."""
-        wanted = np.asarray(customer_ids, dtype=np.int64)
         ids, rows = self._sorted_ids
-        if not len(ids):
-            return np.full(len(wanted), -1, dtype=np.int64)
-        at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
-        return np.where(ids[at] == wanted, rows[at], -1)
+        return lookup(ids, rows, customer_ids, -1)
 
     @property
     def rows(self) -> Mapping[int, int]:
@@ -186,11 +182,7 @@ class CustomerFacts:
     def latest_event_micros(self, event_type: str, customer_ids: np.ndarray) -> np.ndarray:
         """:meth:`latest_event` for many customers, as µs since the epoch; :data:`NO_TIME` where none."""
         ids, times = self._event_columns(event_type)
-        wanted = np.asarray(customer_ids, dtype=np.int64)
-        at = np.minimum(np.searchsorted(ids, wanted), max(len(ids) - 1, 0))
-        if not len(ids):
-            return np.full(len(wanted), NO_TIME, dtype=np.int64)
-        return np.where(ids[at] == wanted, times[at], NO_TIME)
+        return lookup(ids, times, customer_ids, NO_TIME)
 
     def timezone_rows(self) -> tuple[np.ndarray, tuple[str | None, ...]]:
         """Per table row, a code of its time zone fact, and the zone (None:
@@ -427,7 +419,7 @@ def _keep(table: pyarrow.Table, ids: np.ndarray | None, order: bool = False) -> 
         rows = np.argsort(have, kind="stable")
         have = have[rows]
     if select:
-        wanted = ids[np.minimum(np.searchsorted(ids, have), len(ids) - 1)] == have if len(ids) else np.zeros(len(have), dtype=bool)
+        wanted = locate(ids, have) >= 0
         if not wanted.all():
             rows = np.flatnonzero(wanted) if rows is None else rows[wanted]
     return table if rows is None else table.take(rows)

@@ -1,4 +1,5 @@
-"""arrays.sorted_unique gives np.unique's answer for any int64 ids."""
+"""arrays.sorted_unique gives np.unique's answer for any int64 ids; locate and
+lookup give a dict's answer."""
 
 from __future__ import annotations
 
@@ -6,11 +7,25 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaignctl.arrays import sorted_unique
+from campaignctl.arrays import locate, lookup, sorted_unique
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 
-@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=60), st.booleans())
+@given(st.lists(INT64, max_size=60), st.booleans())
 def test_sorted_unique_is_np_unique(values, presorted):
     ids = np.array(sorted(values) if presorted else values, dtype=np.int64)
     found = sorted_unique(ids)
     assert found.dtype == np.int64 and found.tolist() == np.unique(ids).tolist()
+
+
+@given(st.sets(INT64, max_size=40), st.lists(INT64, max_size=40), st.data())
+def test_locate_and_lookup_agree_with_a_dict(keys, others, data):
+    keys = sorted(keys)
+    wanted = others + data.draw(st.lists(st.sampled_from(keys), max_size=20)) if keys else others
+    position = {key: index for index, key in enumerate(keys)}
+    sorted_keys = np.array(keys, dtype=np.int64)
+    assert locate(sorted_keys, np.array(wanted, dtype=np.int64)).tolist() == [position.get(w, -1) for w in wanted]
+    values = np.array([index * 10 + 1 for index in range(len(keys))], dtype=np.int64)
+    found = lookup(sorted_keys, values, np.array(wanted, dtype=np.int64), -7)
+    assert found.tolist() == [position[w] * 10 + 1 if w in position else -7 for w in wanted]

@@ -35,7 +35,7 @@ import pyarrow
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from ..arrays import distinct_ids, sorted_unique
+from ..arrays import distinct_ids, locate, sorted_unique
 from ..model import Project
 
 if TYPE_CHECKING:
@@ -121,10 +121,8 @@ class SegmentHistory:
 def segment_history(history: CustomerHistory, customer_ids: np.ndarray) -> SegmentHistory:
     """Sums of ``history`` over ``customer_ids`` (any order; each counted once)."""
     ids = sorted_unique(np.asarray(customer_ids, dtype=np.int64))
-    at = np.searchsorted(history.customer_ids, ids)
-    found = at < len(history.customer_ids)
-    found[found] = history.customer_ids[at[found]] == ids[found]
-    rows = at[found]
+    rows = locate(history.customer_ids, ids)
+    rows = rows[rows >= 0]
     return SegmentHistory(
         customers=int(len(ids)),
         orders=int(history.orders[rows].sum()),
@@ -225,18 +223,21 @@ def load_history(project: Project, source: DataSource, specs: Sequence[HistorySp
     ids = None if customer_ids is None else distinct_ids(customer_ids)
     in_sql = ids.tolist() if ids is not None and len(ids) <= IN_LIST_LIMIT else None
     table = source.query(history_query(project, source.dialect, specs, now, in_sql))
-    if ids is not None and in_sql is None:
-        table = table.filter(pc.is_in(table.column("customer_id"), value_set=pyarrow.array(ids, pyarrow.int64())))
-    lookbacks = sorted({spec.lookback for spec in specs})
+    if table.column("customer_id").null_count:  # not in sound data; never asked for
+        table = table.filter(pc.is_valid(table.column("customer_id")))
+    found = table.column("customer_id").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    # The rows to keep, in customer order: None when the query's order and selection already are.
+    rows = None if len(found) < 2 or bool(np.all(found[1:] > found[:-1])) else np.argsort(found, kind="stable")
+    if ids is not None and in_sql is None:  # read for everyone: keep the customers asked for
+        wanted = locate(ids, found if rows is None else found[rows]) >= 0
+        if not wanted.all():
+            rows = np.flatnonzero(wanted) if rows is None else rows[wanted]
 
-    converted: dict[str, np.ndarray] = {}
-
-    def column(name: str, dtype) -> np.ndarray:
-        # Specs of one look-back share its columns: convert each once (a SUM of integers can
-        # arrive as decimals, whose conversion through Python objects takes a second at 1M rows).
-        if name not in converted:
-            converted[name] = np.nan_to_num(table.column(name).to_numpy(zero_copy_only=False).astype(np.float64))
-        return converted[name].astype(dtype)
+    def column(name: str) -> np.ndarray:
+        """A float64 column, nulls as 0, in the rows kept. The cast stays in Arrow: a SUM
+        of integers can arrive as DECIMAL, which numpy would convert through Python objects."""
+        values = pc.fill_null(table.column(name).cast(pyarrow.float64()), 0).to_numpy(zero_copy_only=False)
+        return values if rows is None else values[rows]
 
     def windows(j: int, spec: HistorySpec) -> np.ndarray:
         """Windows with an order: the set bits of the spec's words. Nulls are filled before
@@ -245,18 +246,13 @@ def load_history(project: Project, source: DataSource, specs: Sequence[HistorySp
         for w in range(spec.words):
             word = pc.fill_null(table.column(f"windows_{j}_{w}").cast(pyarrow.int64()), 0)
             counted += np.bitwise_count(word.to_numpy(zero_copy_only=False).astype(np.uint64, copy=False))
-        return counted
+        return counted if rows is None else counted[rows]
 
-    customer_ids_array = table.column("customer_id").to_numpy(zero_copy_only=False).astype(np.int64)
-    order = np.argsort(customer_ids_array, kind="stable")
-    result = {}
-    for j, spec in enumerate(specs):
-        i = lookbacks.index(spec.lookback)
-        result[spec] = CustomerHistory(
-            spec, customer_ids_array[order], column(f"orders_{i}", np.int64)[order], column(f"revenue_{i}", np.float64)[order],
-            column(f"items_{i}", np.float64)[order], windows(j, spec)[order],
-        )
-    return result
+    customers = found if rows is None else found[rows]
+    lookbacks = sorted({spec.lookback for spec in specs})
+    totals = {lookback: (column(f"orders_{i}").astype(np.int64), column(f"revenue_{i}"), column(f"items_{i}"))
+              for i, lookback in enumerate(lookbacks)}  # specs of one look-back share its columns
+    return {spec: CustomerHistory(spec, customers, *totals[spec.lookback], windows(j, spec)) for j, spec in enumerate(specs)}
 
 
 def _timestamp(value: datetime) -> exp.Expression:

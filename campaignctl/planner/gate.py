@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from ..arrays import locate
 from ..facts import CustomerFact, to_micros
 from ..model import FrequencyCap, Project
 from ..segments.periods import parse_duration
@@ -125,8 +126,8 @@ class FrequencyCaps:
         sends = list(sends)
         if caps and sends and len(customers):
             ids = np.fromiter((sent.customer_id for sent in sends), dtype=np.int64, count=len(sends))
-            at = np.minimum(np.searchsorted(customers, ids), len(customers) - 1)
-            candidate = customers[at] == ids  # others are not candidates of this plan: nothing to check
+            at = locate(customers, ids)
+            candidate = at >= 0  # others are not candidates of this plan: nothing to check
             sent_at = np.array([to_micros(sent.sent_at) for sent in sends], dtype=np.int64)
             kinds = [sent.channel for sent in sends]
             for index, cap in enumerate(caps):
