@@ -32,15 +32,11 @@ RULE = "template"
 
 def check_plan_templates(project: Project, source: DataSource, the_plan: Plan, *, sample_size: int = SAMPLE_SIZE) -> Plan:
     """``the_plan`` with a violation for every template that fails for its sample."""
-    from .executor import load_last_orders, load_profiles  # executor calls this module: import on use
-
     samples = _samples(the_plan.messages, sample_size)
     if not samples:
         return the_plan
-    recipients = sorted({m.customer_id for sample in samples.values() for m in sample})
-    profiles = load_profiles(project, source, recipients)
-    last_orders = load_last_orders(project, source, recipients, the_plan.now)
     renderer = MessageRenderer(project)
+    profiles, last_orders = _sample_data(project, source, renderer, samples, the_plan.now)
     violations = []
     for name, sample in sorted(samples.items()):
         violations += _check_template(project, renderer, name, sample, profiles, last_orders, the_plan)
@@ -85,17 +81,15 @@ def _render_bodies(project: Project, source: DataSource, samples: Mapping[str, S
                    channel: str) -> dict[str, list[str]]:
     """template -> the ``body`` of each sample message that renders (one that
     does not is left out: check_plan_templates reports it)."""
-    from .executor import load_last_orders, load_profiles, message_context
+    from .executor import message_context
     from .issuing import sample_code
 
     samples = {name: sample for name, sample in samples.items()
                if name in project.templates and project.templates[name].channel == channel and sample}
     if not samples:
         return {}
-    recipients = sorted({m.customer_id for sample in samples.values() for m in sample})
-    profiles = load_profiles(project, source, recipients)
-    last_orders = load_last_orders(project, source, recipients, now)
     renderer = MessageRenderer(project)
+    profiles, last_orders = _sample_data(project, source, renderer, samples, now)
     bodies: dict[str, list[str]] = defaultdict(list)
     for name, sample in sorted(samples.items()):
         for m in sample:
@@ -108,6 +102,19 @@ def _render_bodies(project: Project, source: DataSource, samples: Mapping[str, S
             except RenderError:
                 continue
     return {name: texts for name, texts in bodies.items() if texts}
+
+
+def _sample_data(project: Project, source: DataSource, renderer: MessageRenderer, samples: Mapping[str, Sequence[MessageAction]],
+                 now: datetime) -> tuple[dict[int, dict], dict[int, dict]]:
+    """The profiles of the sampled recipients, and the latest orders of those
+    whose template reads ``order``: a scan of every order is spent only where
+    a template shows one (an order confirmation)."""
+    from .executor import load_last_orders, load_profiles  # executor calls this module: import on use
+
+    recipients = sorted({m.customer_id for sample in samples.values() for m in sample})
+    with_orders = sorted({m.customer_id for name, sample in samples.items() if renderer.reads(name, "order") for m in sample})
+    return (load_profiles(project, source, recipients),
+            load_last_orders(project, source, with_orders, now) if with_orders else {})
 
 
 def _samples(messages: Sequence[MessageAction], size: int) -> dict[str, list[MessageAction]]:

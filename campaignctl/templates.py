@@ -324,6 +324,20 @@ class MessageRenderer:
         self.parts(template_name)
         return self._sources[template_name].get(part)
 
+    def reads(self, template_name: str, variable: str) -> bool:
+        """Whether any part of the template reads the context ``variable``
+        (templates include no other files, so each part's syntax tree shows
+        all it reads). True for a template that does not compile: its caller
+        cannot rule anything out, and rendering reports the error."""
+        from jinja2 import meta
+
+        try:
+            parts = self.parts(template_name)
+        except RenderError:
+            return True
+        return any(variable in meta.find_undeclared_variables(environment(False).parse(template.campaignctl_source))
+                   for template in parts.values())
+
     def _compile(self, template: Any) -> dict[str, jinja2.Template]:
         root = Path(self._project.root)
         sources: dict[str, str] = {}

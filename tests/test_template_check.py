@@ -77,3 +77,34 @@ def test_a_render_error_for_the_sample_names_the_template_and_the_variable(proje
     found = template_violations(project_dir)
     assert len(found) == 1
     assert "offer_email" in found[0] and "templates/offer.mjml" in found[0] and "no_such_offer_field" in found[0]
+
+
+def test_latest_orders_are_read_for_the_recipients_of_templates_that_show_one(project_dir, demo_data):
+    import duckdb
+
+    from campaignctl.connect import open_data_source
+    from campaignctl.planner.plan import MessageAction
+    from campaignctl.template_check import _sample_data
+    from campaignctl.templates import MessageRenderer
+
+    def sample(template: str, customers: range) -> list[MessageAction]:
+        return [MessageAction(f"k/{template}/{c}", "c", "v", c, 0, "email", template, None, 0.0, NOW) for c in customers]
+
+    def loaded(root: Path) -> tuple[dict, dict]:
+        project = load_project(root)
+        source = open_data_source(project)
+        try:
+            samples = {"offer_email": sample("offer_email", range(1, 40)), "order_confirmation_email": sample("order_confirmation_email", range(40, 80))}
+            return _sample_data(project, source, MessageRenderer(project), samples, NOW)
+        finally:
+            source.close()
+
+    profiles, orders = loaded(project_dir)
+    assert set(profiles) == set(range(1, 80))  # every recipient's profile
+    latest = dict(duckdb.sql(f"SELECT customer_id, arg_max(order_id, ts) FROM '{demo_data}/orders/*.parquet' "
+                             f"WHERE ts <= '{NOW.isoformat()}'::TIMESTAMPTZ GROUP BY 1").fetchall())
+    expected = {c: latest[c] for c in range(40, 80) if c in latest}
+    assert expected and {c: o["order_id"] for c, o in orders.items()} == expected  # only the confirmation's recipients
+    insert_into_offer_email(project_dir, "{% if order %}{{ order.total }}{% endif %}")
+    _, orders = loaded(project_dir)
+    assert set(orders) == {c for c in range(1, 80) if c in latest}
