@@ -369,12 +369,17 @@ def load_customer_facts(project: Project, source: DataSource, customer_ids: Sequ
 def facts_from_audiences(project: Project, source: DataSource, audiences: Audiences, customer_ids: Sequence[int], now: datetime) -> CustomerFacts:
     """Facts for ``customer_ids`` as of ``now`` from ``audiences`` evaluated with
     ``columns=FACT_COLUMNS`` (every customer's facts, read with the segments),
-    plus the latest trigger events: equal to :func:`load_customer_facts`'s."""
+    plus the latest trigger events: :func:`load_customer_facts`'s, except that
+    when most customers are wanted, the table keeps every customer's row in
+    the query's order (copying a million rows to drop a few, or to sort them,
+    took ~0.5 s; the facts answer by customer id whatever the order)."""
     if audiences.columns is None:
         raise ValueError("the audiences carry no facts: evaluate the segments with columns=FACT_COLUMNS")
     now = _utc(now).astimezone(UTC)
     ids = distinct_ids(customer_ids)
-    table = _keep(audiences.columns, ids, order=True)
+    table = audiences.columns
+    if 2 * len(ids) < table.num_rows:  # few wanted: keep theirs, so that per-row work stays small
+        table = _keep(table, ids, order=True)
     in_sql, left = _split_selection(ids)
     return CustomerFacts(table, _trigger_events(project, source, in_sql, left, now))
 
