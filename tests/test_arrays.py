@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaignctl.arrays import locate, lookup, sorted_unique
+from campaignctl.arrays import locate, lookup, sorted_unique, unique_small
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
@@ -29,3 +29,13 @@ def test_locate_and_lookup_agree_with_a_dict(keys, others, data):
     values = np.array([index * 10 + 1 for index in range(len(keys))], dtype=np.int64)
     found = lookup(sorted_keys, values, np.array(wanted, dtype=np.int64), -7)
     assert found.tolist() == [position[w] * 10 + 1 if w in position else -7 for w in wanted]
+
+
+@given(st.lists(st.integers(min_value=-70_000, max_value=70_000), max_size=80), st.integers(0, 3), st.booleans(), st.booleans(), st.booleans())
+def test_unique_small_is_np_unique(values, narrow, index, inverse, counts):
+    ids = np.array([v // (10**narrow) for v in values], dtype=np.int64)  # narrower ranges take the radix path
+    found = unique_small(ids, return_index=index, return_inverse=inverse, return_counts=counts)
+    expected = np.unique(ids, return_index=index, return_inverse=inverse, return_counts=counts)
+    if not (index or inverse or counts):
+        found, expected = (found,), (expected,)
+    assert [part.tolist() for part in found] == [part.tolist() for part in expected]

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from ..arrays import sorted_unique
+from ..arrays import sorted_unique, unique_small
 from ..contracts import address_fingerprint
 from ..facts import CONTACT_FOR_KIND, NO_TIME, CustomerFacts, event_lookback, from_micros, reach_reasons, to_micros
 from ..model import Project
@@ -515,7 +515,7 @@ class _Planner:
         ``self.options`` when a channel reaches them, else -1 - an index into
         ``self.reasons`` (the rule that held the step back); 0 for the others."""
         found = np.zeros(len(ids), dtype=np.int64)
-        unique, first = np.unique(classes[chosen], return_index=True)
+        unique, first = unique_small(classes[chosen], return_index=True)
         representatives = ids[chosen][first]
         codes = np.empty(len(unique), dtype=np.int64)
         for position, customer_id in enumerate(representatives.tolist()):
@@ -664,7 +664,7 @@ class _Planner:
         codes, names = self.zones
         zones = np.where(rows >= 0, codes[np.where(rows >= 0, rows, 0)], len(names))  # the last: no facts, no zone
         pairs = zones * len(block.flows) + block.flow_slot
-        unique, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+        unique, first, inverse = unique_small(pairs, return_index=True, return_inverse=True)
         answers = []
         for pair, index in zip(unique.tolist(), first.tolist()):
             zone = (names + (None,))[pair // len(block.flows)]
@@ -819,9 +819,9 @@ class _Planner:
         if not len(ids):
             return
         due_values, due_code = _distinct(dues)
-        class_values, class_code = np.unique(classes, return_inverse=True)
+        class_values, class_code = unique_small(classes, return_inverse=True)
         combined = (steps * len(due_values) + due_code) * len(class_values) + class_code
-        _, first, counts = np.unique(combined, return_index=True, return_counts=True)
+        _, first, counts = unique_small(combined, return_index=True, return_counts=True)
         for index, count in zip(first.tolist(), counts.tolist()):
             self.alike(groups, flow, int(ids[index]), int(steps[index]), self.moment(int(dues[index])), count)
 

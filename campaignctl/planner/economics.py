@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..arrays import unique_small
 from ..model import Project
 from ..offers.history import CustomerHistory, HistorySpec, segment_history
 from ..offers.terms import BuyerValue, buyer_value, describe_terms, half_up, limit_kind, money, threshold, validity_days
@@ -131,7 +132,7 @@ def _messaged(planner, flow, treated: np.ndarray) -> _Audience:
     known = rows >= 0
     active = ~(known & planner.inactive_rows[np.where(known, rows, 0)])
     ids = treated[active]
-    _, first, counts = np.unique(planner.reach_classes(ids, rows[active]), return_index=True, return_counts=True)
+    _, first, counts = unique_small(planner.reach_classes(ids, rows[active]), return_index=True, return_counts=True)
     reached, cost = 0, Fraction(0)
     for customer_id, count in zip(ids[first].tolist(), counts.tolist()):
         resolved = [planner.resolve(step, customer_id) for step in flow.steps]
