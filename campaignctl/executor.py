@@ -13,9 +13,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -134,17 +136,40 @@ def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, 
     say(f"keeping facts of {len(ids):,} customers")
     facts = facts_from_audiences(project, source, audiences, ids, now)
     audiences = dataclasses.replace(audiences, columns=None)  # every customer's facts: not needed past here
-    say("reading the order history of the offers' audiences")
-    history = load_offer_history(project, source, audiences, now)
     # SMS cost is per part: parts are counted on each SMS template rendered for
     # a sample of its campaigns' audiences, before planning, because budgets
     # and "cheapest" depend on what a message costs.
     say("counting SMS parts on a sample")
     estimates = estimate_sms_templates(project, audience_bodies(project, source, audiences, now, "sms"))
-    say("planning")
-    planned = plan(project, audiences, snapshot, now, facts, sms=estimates, history=history)
+    say("planning, while the order history of the offers' audiences is read")
+    # The history query runs in the engine while the planner works in Python,
+    # which reads it only at the end, for the offer forecast: on two cores the
+    # two overlap (~1 s at 1M customers). Nothing else uses the source
+    # meanwhile (a connection is not for two threads at once): the planner
+    # reads none, and leaving the block waits for the query.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="offer-history") as background:
+        history = background.submit(load_offer_history, project, source, audiences, now)
+        planned = plan(project, audiences, snapshot, now, facts, sms=estimates, history=Awaited(history))
+    history.result()  # a failed query fails the plan even where the planner did not read it
     say("checking templates on a sample of recipients")
     return check_plan_templates(project, source, planned)  # a missing field fails the plan, not the send
+
+
+class Awaited(Mapping):
+    """A mapping computed in the background: reading it waits for the result
+    (and raises what computing it raised)."""
+
+    def __init__(self, future: Future) -> None:
+        self._future = future
+
+    def __getitem__(self, key):
+        return self._future.result()[key]
+
+    def __iter__(self):
+        return iter(self._future.result())
+
+    def __len__(self) -> int:
+        return len(self._future.result())
 
 
 def load_offer_history(project: Project, source: DataSource, audiences, now: datetime) -> dict:

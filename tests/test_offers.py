@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from campaignctl.connect import open_data_source
-from campaignctl.executor import applied_offer_forecast
+from campaignctl.executor import applied_offer_forecast, needed_segments
+from campaignctl.facts import FACT_COLUMNS, CustomerFacts, facts_from_audiences
 from campaignctl.facts import SCHEMA as FACTS_SCHEMA
-from campaignctl.facts import CustomerFacts
 from campaignctl.offers.history import HistorySpec, load_history, segment_history
 from campaignctl.offers.redemptions import redemptions
 from campaignctl.offers.terms import buyer_value, money
@@ -29,7 +29,10 @@ from campaignctl.planner import Plan, StateSnapshot, plan
 from campaignctl.planner.economics import needed_history
 from campaignctl.project import load_project
 from campaignctl.render import render_markdown, render_text
+from campaignctl.segments import evaluate_segments
 from campaignctl.segments.evaluate import Audiences
+from campaignctl.sms import estimate_sms_templates
+from campaignctl.template_check import audience_bodies
 
 UTC = timezone.utc
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -329,3 +332,43 @@ def test_offer_bands_propose_offers_that_meet_the_target_and_validate(example, t
     assert "As offers:" in text.stdout and " off from " in text.stdout
     wrong = cli(project, "offer", "bands", "rfm", "--target-drr", "0.12")
     assert wrong.returncode == 1 and "not a quantile_bands feature" in wrong.stderr and "avg_check_band" in wrong.stderr
+
+
+class FailingHistory:
+    """A data source whose order history query fails; every other query runs."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def query(self, sql: str):
+        if "windows_0_0" in sql:
+            raise RuntimeError("the history query failed")
+        return self.source.query(sql)
+
+
+def test_the_history_read_beside_the_planner_gives_the_plan_a_sequential_read_gives(example):
+    """compute_plan reads the order history in a background thread while the
+    planner runs: its forecast must be the one the planner makes from the
+    history read first, and a failing history query must fail the plan."""
+    from campaignctl.executor import compute_plan, load_offer_history
+
+    project = load_project(example)
+    now = datetime.fromisoformat(EXAMPLE_NOW)
+    source = open_data_source(project)
+    try:
+        overlapped = compute_plan(project, source, StateSnapshot(), now)
+        audiences = evaluate_segments(project, source, needed_segments(project), now=now, columns=FACT_COLUMNS)
+        ids = np.unique(np.concatenate(list(audiences.members.values())))
+        facts = facts_from_audiences(project, source, audiences, ids, now)
+        estimates = estimate_sms_templates(project, audience_bodies(project, source, audiences, now, "sms"))
+        sequential = plan(project, audiences, StateSnapshot(), now, facts, sms=estimates,
+                          history=load_offer_history(project, source, audiences, now))
+        with pytest.raises(RuntimeError, match="the history query failed"):
+            compute_plan(project, FailingHistory(source), StateSnapshot(), now)
+    finally:
+        source.close()
+    assert len(overlapped.offer_forecast) > 5 and overlapped.offer_forecast == sequential.offer_forecast
+    assert overlapped.messages == sequential.messages
