@@ -24,7 +24,7 @@ from jinja2 import nodes
 from .contracts import DataSource
 from .model import Project
 from .planner.plan import MessageAction, Plan, Violation, column
-from .templates import MessageRenderer, RenderError, environment
+from .templates import MessageRenderer, RenderError
 
 SAMPLE_SIZE = 20
 RULE = "template"
@@ -174,10 +174,9 @@ def _check_template(
 
 def customer_fields(renderer: MessageRenderer, name: str, part: str) -> set[str]:
     """The ``customer.X`` / ``customer["X"]`` names a part reads."""
-    source = _part_source(renderer, name, part)
-    if source is None:
+    if _part_source(renderer, name, part) is None:
         return set()
-    tree = environment(False).parse(source)
+    tree = renderer.syntax_tree(name, part)
     fields = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         if isinstance(node.node, nodes.Name) and node.node.name == "customer":

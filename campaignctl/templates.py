@@ -313,6 +313,7 @@ class MessageRenderer:
         self._project = project
         self._compiled: dict[str, dict[str, jinja2.Template]] = {}
         self._sources: dict[str, dict[str, str]] = {}  # template -> part -> the file it came from, for errors
+        self._trees: dict[tuple[str, str], nodes.Template] = {}
 
     def parts(self, template_name: str) -> dict[str, jinja2.Template]:
         if template_name not in self._compiled:
@@ -335,8 +336,14 @@ class MessageRenderer:
             parts = self.parts(template_name)
         except RenderError:
             return True
-        return any(variable in meta.find_undeclared_variables(environment(False).parse(template.campaignctl_source))
-                   for template in parts.values())
+        return any(variable in meta.find_undeclared_variables(self.syntax_tree(template_name, part)) for part in parts)
+
+    def syntax_tree(self, template_name: str, part: str) -> nodes.Template:
+        """A part's Jinja syntax tree, parsed once (the checks that read it share it)."""
+        key = (template_name, part)
+        if key not in self._trees:
+            self._trees[key] = environment(False).parse(getattr(self.parts(template_name)[part], "campaignctl_source", ""))
+        return self._trees[key]
 
     def _compile(self, template: Any) -> dict[str, jinja2.Template]:
         root = Path(self._project.root)
