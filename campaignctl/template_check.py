@@ -174,22 +174,14 @@ def _check_template(
 
 def customer_fields(renderer: MessageRenderer, name: str, part: str) -> set[str]:
     """The ``customer.X`` / ``customer["X"]`` names a part reads."""
-    if _part_source(renderer, name, part) is None:
-        return set()
-    tree = renderer.syntax_tree(name, part)
     fields = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+    for node in renderer.syntax_tree(name, part).find_all((nodes.Getattr, nodes.Getitem)):
         if isinstance(node.node, nodes.Name) and node.node.name == "customer":
             if isinstance(node, nodes.Getattr):
                 fields.add(node.attr)
             elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
                 fields.add(node.arg.value)
     return fields
-
-
-def _part_source(renderer: MessageRenderer, name: str, part: str) -> str | None:
-    template = renderer.parts(name)[part]
-    return getattr(template, "campaignctl_source", None)
 
 
 def _amp_problems(renderer: MessageRenderer, name: str, amp: str) -> str:
