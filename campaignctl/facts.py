@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow
 from sqlglot import exp
 
-from .arrays import distinct_ids, locate, lookup
+from .arrays import IdIndex, distinct_ids, locate, lookup
 from .datacontract import CONSENT_CHANNELS
 from .model import Project
 from .segments import CustomerColumns
@@ -143,8 +143,7 @@ class CustomerFacts:
 
     def rows_of(self, customer_ids: np.ndarray) -> np.ndarray:
         """The table row of each of ``customer_ids``; -1 where the table lacks one."""
-        ids, rows = self._sorted_ids
-        return lookup(ids, rows, customer_ids, -1)
+        return self._index.lookup(customer_ids, -1)
 
     @property
     def rows(self) -> Mapping[int, int]:
@@ -236,13 +235,13 @@ class CustomerFacts:
         return {}
 
     @cached_property
-    def _sorted_ids(self) -> tuple[np.ndarray, np.ndarray]:
-        """(customer ids ascending, their table rows); the loaded table is in id order already."""
+    def _index(self) -> IdIndex:
+        """Customer id -> table row; a loaded table is in id order already, a kept one may not be."""
         ids = self.table.column("customer_id").to_numpy()
         if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
-            return ids, np.arange(len(ids), dtype=np.int64)
+            return IdIndex(ids)
         order = np.argsort(ids, kind="stable")
-        return ids[order], order.astype(np.int64)
+        return IdIndex(ids[order], order.astype(np.int64))
 
     @cached_property
     def _rows(self) -> dict[int, int]:

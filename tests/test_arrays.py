@@ -1,5 +1,5 @@
 """arrays.sorted_unique gives np.unique's answer for any int64 ids; locate and
-lookup give a dict's answer."""
+lookup, and IdIndex with and without its table, give a dict's answer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaignctl.arrays import locate, lookup, sorted_unique, unique_small
+from campaignctl.arrays import IdIndex, locate, lookup, sorted_unique, unique_small
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
@@ -29,6 +29,20 @@ def test_locate_and_lookup_agree_with_a_dict(keys, others, data):
     values = np.array([index * 10 + 1 for index in range(len(keys))], dtype=np.int64)
     found = lookup(sorted_keys, values, np.array(wanted, dtype=np.int64), -7)
     assert found.tolist() == [position[w] * 10 + 1 if w in position else -7 for w in wanted]
+
+
+@given(st.sets(INT64, max_size=40), st.integers(-(2**63), 2**63 - 200), st.lists(INT64, max_size=40), st.data())
+def test_id_index_agrees_with_a_dict_with_and_without_its_table(spread, start, others, data):
+    # Dense ids (a run near ``start``, the table) and spread ones (binary search).
+    dense = sorted(start + offset for offset in data.draw(st.sets(st.integers(0, 150), max_size=60)))
+    for keys in (sorted(spread), dense):
+        near = [k + d for k in keys[:5] for d in (-1, 1) if -(2**63) <= k + d < 2**63]
+        wanted = others + near + (data.draw(st.lists(st.sampled_from(keys), max_size=20)) if keys else [])
+        position = {key: index for index, key in enumerate(keys)}
+        index = IdIndex(np.array(keys, dtype=np.int64), np.array([i * 10 + 1 for i in range(len(keys))], dtype=np.int64))
+        assert index.locate(np.array(wanted, dtype=np.int64)).tolist() == [position.get(w, -1) for w in wanted]
+        assert index.lookup(np.array(wanted, dtype=np.int64), -7).tolist() == [position[w] * 10 + 1 if w in position else -7 for w in wanted]
+    assert IdIndex(np.arange(5, 1000, dtype=np.int64))._table is not None  # the dense case does take the table
 
 
 @given(st.lists(st.integers(min_value=-70_000, max_value=70_000), max_size=80), st.integers(0, 3), st.booleans(), st.booleans(), st.booleans())

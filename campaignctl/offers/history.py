@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
+from functools import cached_property
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -35,7 +36,7 @@ import pyarrow
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from ..arrays import distinct_ids, locate, sorted_unique
+from ..arrays import IdIndex, distinct_ids, locate, sorted_unique
 from ..model import Project
 
 if TYPE_CHECKING:
@@ -92,6 +93,11 @@ class CustomerHistory:
             np.array([int(r.get("windows", 0)) for r in rows], dtype=np.int64),
         )
 
+    @cached_property
+    def index(self) -> IdIndex:
+        """Customer id -> row, for the many audiences a plan sums over."""
+        return IdIndex(self.customer_ids)
+
 
 @dataclass(frozen=True)
 class SegmentHistory:
@@ -121,7 +127,7 @@ class SegmentHistory:
 def segment_history(history: CustomerHistory, customer_ids: np.ndarray) -> SegmentHistory:
     """Sums of ``history`` over ``customer_ids`` (any order; each counted once)."""
     ids = sorted_unique(np.asarray(customer_ids, dtype=np.int64))
-    rows = locate(history.customer_ids, ids)
+    rows = history.index.locate(ids)
     rows = rows[rows >= 0]
     return SegmentHistory(
         customers=int(len(ids)),

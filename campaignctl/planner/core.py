@@ -515,12 +515,12 @@ class _Planner:
         ``self.options`` when a channel reaches them, else -1 - an index into
         ``self.reasons`` (the rule that held the step back); 0 for the others."""
         found = np.zeros(len(ids), dtype=np.int64)
-        unique, first = unique_small(classes[chosen], return_index=True)
+        unique, first, inverse = unique_small(classes[chosen], return_index=True, return_inverse=True)
         representatives = ids[chosen][first]
         codes = np.empty(len(unique), dtype=np.int64)
         for position, customer_id in enumerate(representatives.tolist()):
             codes[position] = self.option_code(self.resolve(step, customer_id))
-        found[chosen] = codes[np.searchsorted(unique, classes[chosen])]
+        found[chosen] = codes[inverse]
         return found
 
     def option_code(self, resolved: tuple[str, str, float] | str) -> int:
