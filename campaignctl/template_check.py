@@ -30,12 +30,13 @@ SAMPLE_SIZE = 20
 RULE = "template"
 
 
-def check_plan_templates(project: Project, source: DataSource, the_plan: Plan, *, sample_size: int = SAMPLE_SIZE) -> Plan:
+def check_plan_templates(project: Project, source: DataSource, the_plan: Plan, *, sample_size: int = SAMPLE_SIZE,
+                         renderer: MessageRenderer | None = None) -> Plan:
     """``the_plan`` with a violation for every template that fails for its sample."""
     samples = _samples(the_plan.messages, sample_size)
     if not samples:
         return the_plan
-    renderer = MessageRenderer(project)
+    renderer = renderer or MessageRenderer(project)
     profiles, last_orders = _sample_data(project, source, renderer, samples, the_plan.now)
     violations = []
     for name, sample in sorted(samples.items()):
@@ -47,7 +48,7 @@ def check_plan_templates(project: Project, source: DataSource, the_plan: Plan, *
 
 
 def audience_bodies(project: Project, source: DataSource, audiences, now: datetime, channel: str = "sms", *,
-                    sample_size: int = SAMPLE_SIZE) -> dict[str, list[str]]:
+                    sample_size: int = SAMPLE_SIZE, renderer: MessageRenderer | None = None) -> dict[str, list[str]]:
     """template -> its ``body`` rendered for a sample of the audience of every
     campaign whose steps may send it on a channel of kind ``channel``, with
     the step's offer (each arm's): SMS parts are counted from these *before*
@@ -74,11 +75,20 @@ def audience_bodies(project: Project, source: DataSource, audiences, now: dateti
                 for offer in offers:
                     samples[template] += [MessageAction(f"{name}/{version}/{c}/{step.index}/sample", name, version, c, step.index,
                                                         channel, template, offer, 0.0, now) for c in customers]
-    return _render_bodies(project, source, {name: found[:sample_size * 4] for name, found in samples.items()}, now, channel)
+    return _render_bodies(project, source, {name: found[:sample_size * 4] for name, found in samples.items()}, now, channel,
+                          renderer or MessageRenderer(project))
+
+
+def campaign_templates(project: Project) -> set[str]:
+    """The templates some campaign's steps may send."""
+    steps = [step for campaign in project.campaigns.values()
+             for step in ((campaign.message,) if campaign.message else project.cascades[campaign.cascade].steps
+                          if campaign.cascade in project.cascades else ())]
+    return {name for step in steps for name in (step.template, *step.templates.values()) if name in project.templates}
 
 
 def _render_bodies(project: Project, source: DataSource, samples: Mapping[str, Sequence[MessageAction]], now: datetime,
-                   channel: str) -> dict[str, list[str]]:
+                   channel: str, renderer: MessageRenderer) -> dict[str, list[str]]:
     """template -> the ``body`` of each sample message that renders (one that
     does not is left out: check_plan_templates reports it)."""
     from .executor import message_context
@@ -88,7 +98,6 @@ def _render_bodies(project: Project, source: DataSource, samples: Mapping[str, S
                if name in project.templates and project.templates[name].channel == channel and sample}
     if not samples:
         return {}
-    renderer = MessageRenderer(project)
     profiles, last_orders = _sample_data(project, source, renderer, samples, now)
     bodies: dict[str, list[str]] = defaultdict(list)
     for name, sample in sorted(samples.items()):

@@ -320,6 +320,17 @@ class MessageRenderer:
             self._compiled[template_name] = self._compile(self._project.templates[template_name])
         return self._compiled[template_name]
 
+    def prepare(self, template_names: Iterable[str]) -> None:
+        """Compile the templates and parse their parts now, so that rendering
+        later does not wait for it. A template that does not compile is left
+        for :meth:`parts` to report when it is used."""
+        for name in template_names:
+            try:
+                for part in self.parts(name):
+                    self.syntax_tree(name, part)
+            except RenderError:
+                continue
+
     def source_file(self, template_name: str, part: str) -> str | None:
         """The project-relative file a part comes from (``html`` of an MJML template: the .mjml)."""
         self.parts(template_name)

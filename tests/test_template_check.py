@@ -108,3 +108,19 @@ def test_latest_orders_are_read_for_the_recipients_of_templates_that_show_one(pr
     insert_into_offer_email(project_dir, "{% if order %}{{ order.total }}{% endif %}")
     _, orders = loaded(project_dir)
     assert set(orders) == {c for c in range(1, 80) if c in latest}
+
+
+def test_templates_compiled_ahead_of_the_check_leave_a_broken_one_to_the_check(project_dir):
+    from campaignctl.template_check import campaign_templates
+    from campaignctl.templates import MessageRenderer, RenderError
+
+    project = load_project(project_dir)
+    insert_into_offer_email(project_dir, "{% if customer.first_name %}unclosed")  # broken after the project loaded
+    renderer = MessageRenderer(project)
+    renderer.prepare(sorted(campaign_templates(project)))  # does not raise: the check reports it
+    assert {"offer_email", "welcome_email"} <= campaign_templates(project)
+    assert "welcome_email" in renderer._compiled and "offer_email" not in renderer._compiled
+    with pytest.raises(RenderError):
+        renderer.parts("offer_email")
+    found = [v.message for v in make_plan(project, NOW).violations if v.rule == "template"]
+    assert len(found) == 1 and "offer_email" in found[0] and "templates/offer.mjml" in found[0]
