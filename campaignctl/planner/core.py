@@ -568,10 +568,12 @@ class _Planner:
 
     # ------------------------------------------------------------------ the gate
 
-    def gate(self) -> tuple[Rows, list[Deferral], dict[str, list[float]]]:
+    def gate(self) -> tuple[Rows, list[Deferral], Mapping[str, float], dict[str, list[float]]]:
         """Every candidate message through the gate, in priority order (higher
         first), then campaign, then customer: quiet hours and send windows
-        defer, budgets hold back, frequency caps skip the step."""
+        defer, budgets hold back, frequency caps skip the step. Returns the
+        messages, the deferrals, what each campaign's messages cost and what
+        budgets held back."""
         blocks = self.candidate_blocks()
         customers = sorted_unique(np.concatenate([block.customers for block in blocks])) if blocks else np.empty(0, dtype=np.int64)
         caps = gate.FrequencyCaps.build(self.project, self.now, self.state.recent_sends, customers, self.channel_names)
@@ -591,7 +593,7 @@ class _Planner:
                     over_budget[block.campaign][1] += cost
             messages.append(self.apply_objects(block, outcome, moved, deferred))
             messages.append(self.apply_entrants(block, outcome, moved, deferred))
-        return Rows.concat(MessageAction, messages), deferred, over_budget
+        return Rows.concat(MessageAction, messages), deferred, planned_cost, over_budget
 
     def candidate_blocks(self) -> list[_Block]:
         """The candidates grouped by (priority, campaign), in the gate's order."""
@@ -756,19 +758,17 @@ class _Planner:
 
     # ------------------------------------------------------------------ violations and forecast
 
-    def budget_violations(self, messages: Rows, over_budget: Mapping[str, list[float]]) -> None:
-        planned: Counter = Counter()
-        for campaign, cost in zip(messages.column("campaign"), messages.column("cost")):
-            planned[campaign] += cost
+    def budget_violations(self, planned: Mapping[str, float], over_budget: Mapping[str, list[float]]) -> None:
+        """``planned``: what the campaign's messages of this plan cost, as the gate summed them against its budget."""
         for name, (count, cost) in sorted(over_budget.items()):
             flow = self.flows[name]
             spent = float(self.state.spend.get(name, 0.0))
-            wanted = spent + planned[name] + cost
+            wanted = spent + planned.get(name, 0.0) + cost
             self.violations.append(Violation(
                 "budget", name,
-                f"campaign {name} needs {wanted:,.2f} (spent {spent:,.2f} + planned now {planned[name]:,.2f} + "
+                f"campaign {name} needs {wanted:,.2f} (spent {spent:,.2f} + planned now {planned.get(name, 0.0):,.2f} + "
                 f"held back {cost:,.2f}) against its budget {flow.budget:,.2f}; {int(count):,} messages held back",
-                MappingProxyType({"budget": flow.budget, "spent": round(spent, 6), "planned": round(planned[name], 6),
+                MappingProxyType({"budget": flow.budget, "spent": round(spent, 6), "planned": round(planned.get(name, 0.0), 6),
                                   "held_back_messages": float(count), "held_back_cost": round(cost, 6),
                                   "over_by": round(wanted - flow.budget, 6)}),
             ))
@@ -991,8 +991,8 @@ def _plan(project: Project, audiences: Audiences, state: StateSnapshot, now: dat
     for change in changes:
         if change.action == REMOVE:
             planner.removed(change.name)
-    messages, deferred, over_budget = planner.gate()
-    planner.budget_violations(messages, over_budget)
+    messages, deferred, planned_cost, over_budget = planner.gate()
+    planner.budget_violations(planned_cost, over_budget)
     planner.broadcast_violations(changes)
     forecast = planner.forecast()
     planner.forecast_messages(forecast, messages)
