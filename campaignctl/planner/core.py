@@ -998,12 +998,15 @@ def _plan(project: Project, audiences: Audiences, state: StateSnapshot, now: dat
     planner.forecast_messages(forecast, messages)
     planner.forecast_broadcasts(forecast)
     planner.monthly_violation(forecast)
+    enrollments = planner.enrollment_actions()
+    planner.violations += promo.pool_violations(project, planner.promo_wanted(), state, now)
+    messages = _sorted_messages(messages)
+    # The offer forecast comes last: it alone reads the order history, which
+    # may still be on its way (executor.compute_plan reads it meanwhile).
     offer_rows: list = []
     if history is not None:
         offer_rows, drr_violations = economics.offer_forecasts(planner, history)
         planner.violations += drr_violations
-    enrollments = planner.enrollment_actions()
-    planner.violations += promo.pool_violations(project, planner.promo_wanted(), state, now)
     return Plan(
         format_version=FORMAT_VERSION,
         project=project.name,
@@ -1014,7 +1017,7 @@ def _plan(project: Project, audiences: Audiences, state: StateSnapshot, now: dat
         campaign_changes=tuple(changes),
         audiences=tuple(audience_rows),
         enrollments=enrollments,
-        messages=_sorted_messages(messages),
+        messages=messages,
         deferred=tuple(sorted(deferred, key=lambda d: (d.campaign, d.customer_id, d.key))),
         held_back=tuple(HeldBack(campaign, rule, count) for (campaign, rule), count in sorted(planner.held.items())),
         forecast=forecast.result(),

@@ -100,9 +100,11 @@ class _Audience:
 
 
 def offer_forecasts(planner, history: Mapping[HistorySpec, CustomerHistory]) -> tuple[list[OfferForecast], list[Violation]]:
-    """The forecast rows of every enabled campaign with an offer, and the DRR violations."""
-    rows, violations = [], []
+    """The forecast rows of every enabled campaign with an offer, and the DRR
+    violations. Who gets messages is worked out for every campaign before the
+    first read of ``history``, which may still be on its way."""
     project: Project = planner.project
+    audiences = []
     for name, flow in planner.flows.items():
         if not flow.enabled or name not in project.campaigns:
             continue
@@ -112,14 +114,16 @@ def offer_forecasts(planner, history: Mapping[HistorySpec, CustomerHistory]) -> 
         eligible, groups, arms = planner.assigned(flow)
         for arm, offers in offered:
             treated = eligible[(groups == TREATMENT) & (arms == arm if arm is not None else True)]
-            audience = _messaged(planner, flow, treated)
-            candidates = [_row(project, name, arm, offer, eligible, audience, history) for offer in offers]
-            # A cascade that improves its offer step by step: every buyer is costed at the
-            # dearest one (an upper bound, like the 7-day message forecast).
-            row = max(candidates, key=lambda r: (r.incentive_cost, r.offer))
-            rows.append(row)
-            if row.over_limit:
-                violations.append(_violation(row))
+            audiences.append((name, arm, offers, eligible, _messaged(planner, flow, treated)))
+    rows, violations = [], []
+    for name, arm, offers, eligible, audience in audiences:
+        candidates = [_row(project, name, arm, offer, eligible, audience, history) for offer in offers]
+        # A cascade that improves its offer step by step: every buyer is costed at the
+        # dearest one (an upper bound, like the 7-day message forecast).
+        row = max(candidates, key=lambda r: (r.incentive_cost, r.offer))
+        rows.append(row)
+        if row.over_limit:
+            violations.append(_violation(row))
     return rows, violations
 
 
