@@ -131,7 +131,7 @@ def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, 
     # The facts come from the segments query: the same scans of customers,
     # consents and orders answer both (docs/architecture.md). Meanwhile the
     # templates compile (MJML, Jinja) in Python for the SMS estimate and the
-    # template check: the engine leaves a core free for it (~0.3 s at 1M).
+    # template check: the query leaves part of a core idle (~0.3 s at 1M).
     renderer = MessageRenderer(project)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="templates") as background:
         compiled = background.submit(renderer.prepare, sorted(campaign_templates(project)))
