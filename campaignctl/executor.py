@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -131,11 +132,17 @@ def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, 
     # The facts come from the segments query: the same scans of customers,
     # consents and orders answer both (docs/architecture.md). Meanwhile the
     # templates compile (MJML, Jinja) in Python for the SMS estimate and the
-    # template check: the query leaves part of a core idle (~0.3 s at 1M).
+    # template check: the query leaves part of a core idle (~0.3 s at 1M). A
+    # short query does not wait for it: what has not compiled by then
+    # compiles when used, and templates no message uses never do.
     renderer = MessageRenderer(project)
+    query_done = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="templates") as background:
-        compiled = background.submit(renderer.prepare, sorted(campaign_templates(project)))
-        audiences = evaluate_segments(project, source, needed_segments(project), now=now, columns=FACT_COLUMNS)
+        compiled = background.submit(renderer.prepare, sorted(campaign_templates(project)), query_done)
+        try:
+            audiences = evaluate_segments(project, source, needed_segments(project), now=now, columns=FACT_COLUMNS)
+        finally:
+            query_done.set()
     compiled.result()
     active = [e.customer_id for e in snapshot.enrollments if e.status == "active"]
     ids = sorted_unique(np.concatenate([*audiences.members.values(), np.array(active, dtype=np.int64)]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from contextvars import ContextVar
 from functools import lru_cache
 from itertools import islice
@@ -320,11 +321,14 @@ class MessageRenderer:
             self._compiled[template_name] = self._compile(self._project.templates[template_name])
         return self._compiled[template_name]
 
-    def prepare(self, template_names: Iterable[str]) -> None:
+    def prepare(self, template_names: Iterable[str], stop: threading.Event | None = None) -> None:
         """Compile the templates and parse their parts now, so that rendering
-        later does not wait for it. A template that does not compile is left
-        for :meth:`parts` to report when it is used."""
+        later does not wait for it; stop early when ``stop`` is set (the rest
+        compile when used). A template that does not compile is left for
+        :meth:`parts` to report when it is used."""
         for name in template_names:
+            if stop is not None and stop.is_set():
+                return
             try:
                 for part in self.parts(name):
                     self.syntax_tree(name, part)

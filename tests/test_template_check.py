@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -122,5 +123,10 @@ def test_templates_compiled_ahead_of_the_check_leave_a_broken_one_to_the_check(p
     assert "welcome_email" in renderer._compiled and "offer_email" not in renderer._compiled
     with pytest.raises(RenderError):
         renderer.parts("offer_email")
+    query_done = threading.Event()
+    query_done.set()
+    late = MessageRenderer(project)
+    late.prepare(sorted(campaign_templates(project)), query_done)  # the query ended first: the rest compile when used
+    assert late._compiled == {} and "html" in late.parts("welcome_email")
     found = [v.message for v in make_plan(project, NOW).violations if v.rule == "template"]
     assert len(found) == 1 and "offer_email" in found[0] and "templates/offer.mjml" in found[0]
