@@ -34,6 +34,7 @@ from .planner import Plan, SentMessage, SnapshotEnrollment, StateSnapshot, campa
 from .planner.plan import EnrollmentAction, MessageAction
 from .planner.snapshot import plain
 from .segments import evaluate_segments
+from .segments.compiler import in_ids
 from .sms import estimate_sms_templates
 from .state import CampaignVersion, Enrollment, MessageResult, MessageStatus, NewMessage, StateStore, locked
 from .template_check import audience_bodies, campaign_templates, check_plan_templates
@@ -451,10 +452,8 @@ def offer_context(project: Project, name: str, now: datetime, promo_code: str | 
 
 
 def _id_chunks(customer_ids: Sequence[int], chunk: int = 5000):
-    from sqlglot import exp
-
     for start in range(0, len(customer_ids), chunk):
-        yield [exp.Literal.number(i) for i in customer_ids[start : start + chunk]]
+        yield customer_ids[start : start + chunk]
 
 
 def load_profiles(project: Project, source: DataSource, customer_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
@@ -471,7 +470,7 @@ def load_profiles(project: Project, source: DataSource, customer_ids: Sequence[i
         query = (
             exp.select(*[exp.alias_(exp.column(mapping.column(name)), name) for name in columns])
             .from_(exp.to_table(mapping.table))
-            .where(exp.column(mapping.column("customer_id")).isin(*ids))
+            .where(in_ids(exp.column(mapping.column("customer_id")), ids))
         )
         for row in source.query(query.sql(dialect=source.dialect)).to_pylist():
             profiles[int(row["customer_id"])] = row
@@ -493,7 +492,7 @@ def load_last_orders(project: Project, source: DataSource, customer_ids: Sequenc
             .select(exp.alias_(exp.Window(this=exp.RowNumber(), partition_by=[exp.column(col("customer_id"))],
                                           order=exp.Order(expressions=[exp.Ordered(this=exp.column(col("ts")), desc=True)])), "rank"))
             .from_(exp.to_table(orders.table))
-            .where(exp.column(col("customer_id")).isin(*ids))
+            .where(in_ids(exp.column(col("customer_id")), ids))
             .where(exp.column(col("ts")) <= exp.cast(exp.Literal.string(now.astimezone(UTC).isoformat()), "timestamptz"))
         )
         query = exp.select(*fields).from_(ranked.subquery("ranked")).where(exp.column("rank").eq(1))

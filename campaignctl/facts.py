@@ -28,7 +28,7 @@ from .arrays import IdIndex, distinct_ids, locate, lookup
 from .datacontract import CONSENT_CHANNELS
 from .model import Project
 from .segments import CustomerColumns
-from .segments.compiler import SourceNames, latest_consents
+from .segments.compiler import SourceNames, in_ids, latest_consents
 from .segments.conditions import Aggregate
 
 if TYPE_CHECKING:
@@ -441,7 +441,7 @@ def facts_query(project: Project, source: DataSource, customer_ids: Sequence[int
 
     def wanted(alias: str, logical: str) -> list[exp.Expression]:
         # Also in the aggregates: a few customers' facts need not aggregate everyone's rows.
-        return [] if customer_ids is None else [_in(names.col(alias, logical, "customer_id"), customer_ids)]
+        return [] if customer_ids is None else [in_ids(names.col(alias, logical, "customer_id"), customer_ids)]
 
     # Consents exactly as segments read them (one definition, latest_consents).
     consents = latest_consents(names, CONSENT_KINDS, now, customer_ids)
@@ -491,7 +491,7 @@ def events_query(project: Project, dialect: str, customer_ids: Sequence[int] | N
         exp.LTE(this=col("ts"), expression=_timestamp(now)),
     ]
     if customer_ids is not None:
-        conditions.append(_in(col("customer_id"), customer_ids))
+        conditions.append(in_ids(col("customer_id"), customer_ids))
     query = (
         exp.select(exp.alias_(col("customer_id"), "customer_id", quoted=True), exp.alias_(col("type"), "type", quoted=True),
                    exp.alias_(exp.Max(this=col("ts")), "ts", quoted=True))

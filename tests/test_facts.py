@@ -153,7 +153,8 @@ def test_facts_for_some_customers_and_other_dialects(tmp_path):
 
     sql = facts_query(project, Postgres(), [1], NOW)
     assert '"sales"' in sql or "sales" in sql
-    assert "FILTER(WHERE" in sql and "OVER (" not in sql and "IN (1)" in sql  # latest consent by aggregate, no window
+    assert "FILTER(WHERE" in sql and "OVER (" not in sql  # latest consent by aggregate, no window
+    assert "IN (SELECT ids.id FROM (VALUES (1)) AS ids(id))" in sql  # the customer asked for, as a table of ids
     assert 'NULL AS "push_token"' in sql
 
 
@@ -297,3 +298,18 @@ def test_facts_read_with_the_segments_on_postgresql(project_dir, demo_data, post
         assert_same_facts_on_demo_data(project, source)
     finally:
         source.close()
+
+
+def test_customer_ids_go_into_queries_as_a_table_of_ids_in_every_dialect():
+    import duckdb
+    import sqlglot
+    from sqlglot import exp
+
+    from campaignctl.segments.compiler import in_ids
+
+    for dialect in ("duckdb", "postgres", "spark"):
+        sql = exp.select("x").from_("t").where(in_ids(exp.column("x"), [np.int64(3), 1])).sql(dialect=dialect)
+        assert "VALUES (3), (1)" in sql and sqlglot.parse_one(sql, read=dialect).sql(dialect=dialect) == sql
+    found = duckdb.sql(exp.select("x").from_("range(10) AS t(x)").where(in_ids(exp.column("x"), [3, 1, 42])).sql(dialect="duckdb"))
+    assert sorted(row[0] for row in found.fetchall()) == [1, 3]
+    assert in_ids(exp.column("x"), []) == exp.false()

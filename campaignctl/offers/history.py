@@ -38,6 +38,7 @@ from sqlglot import exp
 
 from ..arrays import IdIndex, distinct_ids, locate, sorted_unique
 from ..model import Project
+from ..segments.compiler import in_ids
 
 if TYPE_CHECKING:
     from ..contracts import DataSource
@@ -183,8 +184,7 @@ def history_query(project: Project, dialect: str, specs: Sequence[HistorySpec], 
         since(col("ts"), max(lookbacks[-1], max(spec.window * spec.windows for spec in specs))),
     ]
     if customer_ids is not None:
-        conditions.append(exp.In(this=col("customer_id"), expressions=[exp.Literal.number(int(i)) for i in customer_ids])
-                          if customer_ids else exp.false())
+        conditions.append(in_ids(col("customer_id"), customer_ids))
     inner = exp.select(*inner_columns).from_(exp.to_table(orders.table, alias="o")).where(exp.and_(*conditions))
 
     columns: list[exp.Expression] = [exp.alias_(row("customer_id"), "customer_id", quoted=True)]
