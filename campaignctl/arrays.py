@@ -63,8 +63,9 @@ class IdIndex:
         self.ids = np.asarray(sorted_ids, dtype=np.int64)
         self.values = np.arange(len(self.ids), dtype=np.int64) if values is None else values
         self._table: np.ndarray | None = None
-        if len(self.ids) and int(self.ids[-1]) - int(self.ids[0]) < DENSE_SPAN * len(self.ids):
-            self._table = np.full(int(self.ids[-1]) - int(self.ids[0]) + 1, -1, dtype=np.int64)
+        self._first = int(self.ids[0]) if len(self.ids) else 0
+        if len(self.ids) and int(self.ids[-1]) - self._first < DENSE_SPAN * len(self.ids):
+            self._table = np.full(int(self.ids[-1]) - self._first + 1, -1, dtype=np.int64)
             self._table[self.ids - self.ids[0]] = np.arange(len(self.ids), dtype=np.int64)
 
     def locate(self, wanted: np.ndarray) -> np.ndarray:
@@ -80,6 +81,15 @@ class IdIndex:
     def lookup(self, wanted: np.ndarray, missing) -> np.ndarray:
         """The value of each of ``wanted``; ``missing`` where it is not there."""
         return _values_at(self.values, self.locate(wanted), missing)
+
+    def get(self, wanted: int, missing):
+        """The value of one id; ``missing`` where it is not there."""
+        if self._table is None:
+            at = int(self.locate(np.array([wanted], dtype=np.int64))[0])
+        else:
+            offset = wanted - self._first
+            at = int(self._table[offset]) if 0 <= offset < len(self._table) else -1
+        return missing if at < 0 else self.values[at].item()
 
 
 def unique_small(values: np.ndarray, *, return_index: bool = False, return_inverse: bool = False,

@@ -1,5 +1,5 @@
 """arrays.sorted_unique gives np.unique's answer for any int64 ids; locate and
-lookup, and IdIndex with and without its table, give a dict's answer."""
+lookup, and IdIndex (many ids or one) with and without its table, give a dict's answer."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def test_id_index_agrees_with_a_dict_with_and_without_its_table(spread, start, o
         index = IdIndex(np.array(keys, dtype=np.int64), np.array([i * 10 + 1 for i in range(len(keys))], dtype=np.int64))
         assert index.locate(np.array(wanted, dtype=np.int64)).tolist() == [position.get(w, -1) for w in wanted]
         assert index.lookup(np.array(wanted, dtype=np.int64), -7).tolist() == [position[w] * 10 + 1 if w in position else -7 for w in wanted]
+        assert [index.get(w, -7) for w in wanted] == [position[w] * 10 + 1 if w in position else -7 for w in wanted]
     assert IdIndex(np.arange(5, 1000, dtype=np.int64))._table is not None  # the dense case does take the table
 
 

@@ -200,7 +200,7 @@ def test_vectorised_questions_agree_with_each_customers_facts():
     assert found[-1] == -1 and facts.get(10_001) is None
     for customer_id, row in zip(ids[:-1].tolist(), found[:-1].tolist()):
         fact = facts.get(customer_id)
-        assert facts.rows[customer_id] == row
+        assert facts.row_of(customer_id) == row
         assert reach_reasons(int(codes[row]), kinds) == tuple(fact.reachable(kind) for kind in kinds)
         assert bool(idle[row]) == inactive(fact, NOW, 180)
         assert facts.last_order_at(customer_id) == fact.last_order_at

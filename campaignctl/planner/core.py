@@ -235,7 +235,7 @@ class _Planner:
         """Everything that decides which channels reach a customer (per channel
         kind: unsubscribed, address gone, no contact or consent, or reachable): customers
         with equal keys resolve every step to the same channel."""
-        row = self.fact_rows.get(customer_id, -1)
+        row = self.facts.row_of(customer_id)
         if row >= 0 and customer_id not in self.held_customers:
             return self.reach_keys[self.reach_codes[row]]
         key = self._reach.get(customer_id)
@@ -245,10 +245,6 @@ class _Planner:
                         for kind in self.kinds)
             self._reach[customer_id] = key
         return key
-
-    @cached_property
-    def fact_rows(self) -> Mapping[int, int]:
-        return self.facts.rows
 
     @cached_property
     def reach_codes(self) -> np.ndarray:
@@ -280,7 +276,7 @@ class _Planner:
         return self._resolved[memo]
 
     def inactive_now(self, customer_id: int) -> bool:
-        row = self.fact_rows.get(customer_id, -1)
+        row = self.facts.row_of(customer_id)
         return bool(self.inactive_rows[row]) if row >= 0 else False
 
     # ------------------------------------------------------------------ changes
