@@ -210,12 +210,20 @@ class CustomerFacts:
         return self.table.column(name) if name in self.table.column_names else None
 
     def _has_contact(self, name: str) -> np.ndarray:
-        column = self._column(name)
-        if column is None:
-            return np.zeros(self.table.num_rows, dtype=bool)
-        import pyarrow.compute as pc
+        """Per table row, whether the contact is there; once per column (the phone serves three kinds)."""
+        if name not in self._presence:
+            column = self._column(name)
+            if column is None:
+                self._presence[name] = np.zeros(self.table.num_rows, dtype=bool)
+            else:
+                import pyarrow.compute as pc
 
-        return pc.fill_null(pc.greater(pc.utf8_length(column), 0), False).to_numpy(zero_copy_only=False).astype(bool)
+                self._presence[name] = pc.fill_null(pc.greater(pc.utf8_length(column), 0), False).to_numpy(zero_copy_only=False).astype(bool)
+        return self._presence[name]
+
+    @cached_property
+    def _presence(self) -> dict[str, np.ndarray]:
+        return {}
 
     def _fact(self, row: int) -> CustomerFact:
         # One row out of Arrow: a plan reads a few thousand facts whole, and
