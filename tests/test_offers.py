@@ -372,3 +372,30 @@ def test_the_history_read_beside_the_planner_gives_the_plan_a_sequential_read_gi
         source.close()
     assert len(overlapped.offer_forecast) > 5 and overlapped.offer_forecast == sequential.offer_forecast
     assert overlapped.messages == sequential.messages
+
+
+def test_history_read_for_everyone_forecasts_as_the_audiences_own(example, monkeypatch):
+    """Past IN_LIST_LIMIT members in an offer audience, load_offer_history reads
+    everyone's history instead of the audiences' union: the forecast, summed
+    over each audience, must not change."""
+    import campaignctl.offers.history as history_module
+    from campaignctl.executor import load_offer_history
+
+    project = load_project(example)
+    now = datetime.fromisoformat(EXAMPLE_NOW)
+    source = open_data_source(project)
+    try:
+        audiences = evaluate_segments(project, source, needed_segments(project), now=now, columns=FACT_COLUMNS)
+        facts = facts_from_audiences(project, source, audiences, np.unique(np.concatenate(list(audiences.members.values()))), now)
+        asked = []
+        read = history_module.load_history
+        monkeypatch.setattr(history_module, "load_history", lambda *args: asked.append(args[3]) or read(*args))
+        own = load_offer_history(project, source, audiences, now)
+        monkeypatch.setattr(history_module, "IN_LIST_LIMIT", 10)
+        everyone = load_offer_history(project, source, audiences, now)
+    finally:
+        source.close()
+    assert len(asked[0]) > 10 and asked[1] is None  # the audiences' union, then everyone
+    assert all(len(everyone[spec].customer_ids) >= len(own[spec].customer_ids) for spec in own)
+    forecasts = [plan(project, audiences, StateSnapshot(), now, facts, history=history).offer_forecast for history in (own, everyone)]
+    assert len(forecasts[0]) > 5 and forecasts[0] == forecasts[1]
