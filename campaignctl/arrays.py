@@ -66,7 +66,7 @@ class IdIndex:
         self._first = int(self.ids[0]) if len(self.ids) else 0
         if len(self.ids) and int(self.ids[-1]) - self._first < DENSE_SPAN * len(self.ids):
             self._table = np.full(int(self.ids[-1]) - self._first + 1, -1, dtype=np.int64)
-            self._table[self.ids - self.ids[0]] = np.arange(len(self.ids), dtype=np.int64)
+            self._table[self.ids - self._first] = np.arange(len(self.ids), dtype=np.int64)
 
     def locate(self, wanted: np.ndarray) -> np.ndarray:
         """The position of each of ``wanted`` in the ids, -1 where it is not there."""
