@@ -37,7 +37,7 @@ from .segments import evaluate_segments
 from .segments.compiler import in_ids
 from .sms import estimate_sms_templates
 from .state import CampaignVersion, Enrollment, MessageResult, MessageStatus, NewMessage, StateStore, locked
-from .template_check import audience_bodies, campaign_templates, check_plan_templates
+from .template_check import audience_bodies, campaign_templates, check_plan_templates, order_recipients
 from .templates import MessageRenderer, RenderError
 from .tracking import MessageLinks, Tracker, placeholder_links
 
@@ -387,7 +387,8 @@ def _render(
     tracker = Tracker.for_project(project, environ)  # signed links, or placeholders when tracking is off
     recipients = sorted({m.customer_id for m in messages})
     profiles = load_profiles(project, source, recipients)
-    last_orders = load_last_orders(project, source, recipients, now)
+    with_orders = order_recipients(renderer, messages)
+    last_orders = load_last_orders(project, source, with_orders, now) if with_orders else {}
     due, failures = [], []
     for m in messages:
         profile = profiles.get(m.customer_id)

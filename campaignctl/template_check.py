@@ -121,9 +121,17 @@ def _sample_data(project: Project, source: DataSource, renderer: MessageRenderer
     from .executor import load_last_orders, load_profiles  # executor calls this module: import on use
 
     recipients = sorted({m.customer_id for sample in samples.values() for m in sample})
-    with_orders = sorted({m.customer_id for name, sample in samples.items() if renderer.reads(name, "order") for m in sample})
+    with_orders = order_recipients(renderer, [m for sample in samples.values() for m in sample])
     return (load_profiles(project, source, recipients),
             load_last_orders(project, source, with_orders, now) if with_orders else {})
+
+
+def order_recipients(renderer: MessageRenderer, messages: Sequence[MessageAction]) -> list[int]:
+    """The customers of ``messages`` whose template shows their latest order
+    (an order confirmation): only theirs are worth reading, as each chunk of
+    customers costs a scan of every order."""
+    showing = {name for name in {m.template for m in messages} if renderer.reads(name, "order")}
+    return sorted({m.customer_id for m in messages if m.template in showing})
 
 
 def _samples(messages: Sequence[MessageAction], size: int) -> dict[str, list[MessageAction]]:

@@ -130,3 +130,27 @@ def test_templates_compiled_ahead_of_the_check_leave_a_broken_one_to_the_check(p
     assert late._compiled == {} and "html" in late.parts("welcome_email")
     found = [v.message for v in make_plan(project, NOW).violations if v.rule == "template"]
     assert len(found) == 1 and "offer_email" in found[0] and "templates/offer.mjml" in found[0]
+
+
+def test_apply_reads_latest_orders_only_for_messages_whose_template_shows_one(project_dir, monkeypatch):
+    import campaignctl.executor as executor
+    from campaignctl.connect import open_data_source
+    from campaignctl.planner.plan import MessageAction
+
+    asked = []
+    read = executor.load_last_orders
+    monkeypatch.setattr(executor, "load_last_orders", lambda project, source, ids, now: asked.append(list(ids)) or read(project, source, ids, now))
+    messages = [MessageAction(f"k/{template}/{c}", "c", "v", c, 0, "email", template, None, 0.0, NOW)
+                for template, customers in (("offer_email", range(1, 30)), ("order_confirmation_email", range(30, 60))) for c in customers]
+    project = load_project(project_dir)
+    source = open_data_source(project)
+    try:
+        due, failures = executor._render(project, source, messages, NOW)
+        executor._render(project, source, messages[:29], NOW)
+    finally:
+        source.close()
+    assert asked == [list(range(30, 60))]  # the confirmations' recipients, once; none for the offers alone
+    confirmations = [d for d in due if d.message.key.startswith("k/order_confirmation_email/")]
+    unsendable = [why for key, why in failures if key.startswith("k/order_confirmation_email/")]
+    assert len(confirmations) > 20 and len(confirmations) + len(unsendable) == 30
+    assert all("has no email contact" in why for why in unsendable)  # rendering itself never failed
