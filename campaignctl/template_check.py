@@ -81,9 +81,12 @@ def audience_bodies(project: Project, source: DataSource, audiences, now: dateti
 
 def campaign_templates(project: Project) -> set[str]:
     """The templates some campaign's steps may send."""
-    steps = [step for campaign in project.campaigns.values()
-             for step in ((campaign.message,) if campaign.message else project.cascades[campaign.cascade].steps
-                          if campaign.cascade in project.cascades else ())]
+    steps = []
+    for campaign in project.campaigns.values():
+        if campaign.message:
+            steps.append(campaign.message)
+        elif campaign.cascade in project.cascades:
+            steps.extend(project.cascades[campaign.cascade].steps)
     return {name for step in steps for name in (step.template, *step.templates.values()) if name in project.templates}
 
 
