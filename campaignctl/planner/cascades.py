@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..facts import CustomerFact
 from ..model import Project
@@ -196,22 +196,24 @@ def message_cost(channel, template: str, step: Step) -> float:
     return channel.cost
 
 
-def resolve_channel(project: Project, step: Step, fact: CustomerFact | None, opted_out: Mapping[tuple[int, str], str],
-                    customer_id: int) -> tuple[str, str, float] | str:
-    """(channel, template, cost) for this customer, or the rule that held the
-    step back (for "cheapest": the reason of its cheapest option).
-    ``opted_out``: (customer, channel kind) -> what state says keeps them off
-    that kind ("unsubscribed", "address_invalid"), from planner.core.held_by_state."""
+def resolve_channel(project: Project, step: Step, reach: Mapping[str, str | None]) -> tuple[str, str, float] | str:
+    """(channel, template, cost) for a customer, or the rule that held the
+    step back (for "cheapest": the reason of its cheapest option). ``reach``:
+    per channel kind of the project, why it cannot reach the customer (None:
+    it can), from :func:`reach_of`."""
     reasons = []
     for cost, name, kind, template in channel_options(project, step):
-        if rule := opted_out.get((customer_id, kind)):
-            reasons.append(rule)
-            continue
-        if fact is None:
-            reasons.append("no_contact")
-            continue
-        reason = fact.reachable(kind)
+        reason = reach[kind]
         if reason is None:
             return name, template, cost
         reasons.append(reason)
     return reasons[0] if reasons else "no_channel"
+
+
+def reach_of(fact: CustomerFact | None, opted_out: Mapping[tuple[int, str], str], customer_id: int,
+             kinds: Sequence[str]) -> tuple[str | None, ...]:
+    """Per channel kind of ``kinds``, why it cannot reach the customer (None:
+    it can): what state says keeps them off that kind ("unsubscribed",
+    "address_invalid"; ``opted_out`` is planner.core.held_by_state), else no
+    contact or consent in ``fact``."""
+    return tuple(opted_out.get((customer_id, kind)) or ("no_contact" if fact is None else fact.reachable(kind)) for kind in kinds)

@@ -27,7 +27,7 @@ from ..offers.history import CustomerHistory, HistorySpec
 from ..segments.evaluate import Audiences
 from ..sms import SmsEstimate
 from . import economics, gate, promo, sms_parts
-from .cascades import Flow, Step, condition_holds, goal_reached, resolve_channel, unless_happened
+from .cascades import Flow, Step, condition_holds, goal_reached, reach_of, resolve_channel, unless_happened
 from .forecast import Forecast
 from .hashing import CONTROL, GROUPS, HOLDOUT, TREATMENT, arms_of, campaign_versions, group_codes, message_key, window_of
 from .plan import (
@@ -240,10 +240,7 @@ class _Planner:
             return self.reach_keys[self.reach_codes[row]]
         key = self._reach.get(customer_id)
         if key is None:
-            fact = self.facts.get(customer_id)
-            key = tuple(self.unsubscribed.get((customer_id, kind)) or ("no_contact" if fact is None else fact.reachable(kind))
-                        for kind in self.kinds)
-            self._reach[customer_id] = key
+            key = self._reach[customer_id] = reach_of(self.facts.get(customer_id), self.unsubscribed, customer_id, self.kinds)
         return key
 
     @cached_property
@@ -270,9 +267,10 @@ class _Planner:
 
     def resolve(self, step: Step, customer_id: int) -> tuple[str, str, float] | str:
         """resolve_channel, computed once per step and reach key."""
-        memo = (id(step), self.reach_key(customer_id))
+        key = self.reach_key(customer_id)
+        memo = (id(step), key)
         if memo not in self._resolved:
-            self._resolved[memo] = resolve_channel(self.project, step, self.facts.get(customer_id), self.unsubscribed, customer_id)
+            self._resolved[memo] = resolve_channel(self.project, step, dict(zip(self.kinds, key)))
         return self._resolved[memo]
 
     def inactive_now(self, customer_id: int) -> bool:
@@ -785,7 +783,7 @@ class _Planner:
 
     def forecast(self) -> Forecast:
         """Later steps of enrollments this plan leaves untouched."""
-        forecast = Forecast(self.project, self.now, self.facts, self.unsubscribed, self.resolve)
+        forecast = Forecast(self.project, self.now, self.resolve)
         alike: dict = {}
         for name in sorted(self.enrolled):
             flow = self.flows.get(name)

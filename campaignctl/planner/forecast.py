@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Callable, Mapping
+from typing import Callable
 from zoneinfo import ZoneInfo
 
-from .cascades import Flow, Step, resolve_channel
+from .cascades import Flow, Step
 from .plan import ForecastCell
 
 HORIZON_DAYS = 7
@@ -25,9 +25,7 @@ HORIZON_DAYS = 7
 class Forecast:
     project: object
     now: datetime
-    facts: object
-    unsubscribed: Mapping[tuple[int, str], str]  # planner.core.held_by_state
-    resolver: Callable[[Step, int], tuple[str, str, float] | str] | None = None  # (step, customer) -> channel; memoised by the planner
+    resolve: Callable[[Step, int], tuple[str, str, float] | str]  # (step, customer) -> channel or why none; the planner's, memoised
     cells: dict[tuple[date, str], list] = field(default_factory=lambda: defaultdict(lambda: [0, 0.0]))
 
     def __post_init__(self) -> None:
@@ -46,18 +44,12 @@ class Forecast:
     def cascade(self, flow: Flow, customer_id: int, step: int, due: datetime | None, count: int = 1) -> None:
         """Every step from ``step`` on, from ``due``, while inside the horizon;
         ``count`` customers who reach the same channels as ``customer_id``."""
-        fact = self.facts.get(customer_id) if self.resolver is None else None  # the resolver reads its own
         while due is not None and step < len(flow.steps) and due < self.end:
-            resolved = self.resolve(flow.steps[step], fact, customer_id)
+            resolved = self.resolve(flow.steps[step], customer_id)
             if not isinstance(resolved, str):
                 self.add(due, resolved[0], resolved[2], count)
             due = flow.next_due(step + 1, max(due, self.now))
             step += 1
-
-    def resolve(self, step: Step, fact, customer_id: int) -> tuple[str, str, float] | str:
-        if self.resolver is not None:
-            return self.resolver(step, customer_id)
-        return resolve_channel(self.project, step, fact, self.unsubscribed, customer_id)
 
     def result(self) -> tuple[ForecastCell, ...]:
         return tuple(
