@@ -218,7 +218,8 @@ class CustomerFacts:
             else:
                 import pyarrow.compute as pc
 
-                self._presence[name] = pc.fill_null(pc.greater(pc.utf8_length(column), 0), False).to_numpy(zero_copy_only=False).astype(bool)
+                # Byte length: from the offsets alone (utf8_length reads every string: ~50 ms a column at 1M).
+                self._presence[name] = pc.fill_null(pc.greater(pc.binary_length(column), 0), False).to_numpy(zero_copy_only=False).astype(bool)
         return self._presence[name]
 
     @cached_property
