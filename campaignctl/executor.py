@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from .arrays import sorted_unique
+from .arrays import sorted_union
 from .connect import open_data_source, open_offer_sinks, open_senders, open_state_store
 from .contracts import DataSource, OutgoingMessage
 from .delivery import DueMessage, deliver
@@ -146,7 +146,7 @@ def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, 
             query_done.set()
     compiled.result()
     active = [e.customer_id for e in snapshot.enrollments if e.status == "active"]
-    ids = sorted_unique(np.concatenate([*audiences.members.values(), np.array(active, dtype=np.int64)]))
+    ids = sorted_union([*audiences.members.values(), np.array(active, dtype=np.int64)])
     say(f"keeping facts of {len(ids):,} customers")
     facts = facts_from_audiences(project, source, audiences, ids, now)
     audiences = dataclasses.replace(audiences, columns=None)  # every customer's facts: not needed past here
@@ -199,7 +199,7 @@ def load_offer_history(project: Project, source: DataSource, audiences, now: dat
         # others' rows change nothing, and the union of the audiences (3M ids
         # at 1M customers) is not worth sorting (~0.3 s).
         return load_history(project, source, sorted(needed_history(project)), None, now)
-    ids = sorted_unique(np.concatenate(members)) if members else np.empty(0, dtype=np.int64)
+    ids = sorted_union(members)
     return load_history(project, source, sorted(needed_history(project)), ids, now)
 
 

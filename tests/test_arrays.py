@@ -1,4 +1,4 @@
-"""arrays.sorted_unique gives np.unique's answer for any int64 ids; locate and
+"""arrays.sorted_unique and sorted_union give np.unique's answer for any int64 ids; locate and
 lookup, and IdIndex (many ids or one) with and without its table, give a dict's answer."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaignctl.arrays import IdIndex, locate, lookup, sorted_unique, unique_small
+from campaignctl.arrays import IdIndex, locate, lookup, sorted_union, sorted_unique, unique_small
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
@@ -17,6 +17,18 @@ def test_sorted_unique_is_np_unique(values, presorted):
     ids = np.array(sorted(values) if presorted else values, dtype=np.int64)
     found = sorted_unique(ids)
     assert found.dtype == np.int64 and found.tolist() == np.unique(ids).tolist()
+
+
+@given(st.lists(st.lists(INT64, max_size=30), max_size=4), st.integers(-(2**63), 2**63 - 200),
+       st.lists(st.lists(st.integers(0, 150), max_size=60), max_size=5))
+def test_sorted_union_is_np_unique_of_the_parts(spread, start, offsets):
+    # Spread ids (sorted) and dense ones near ``start`` (marked in a table), sorted or not.
+    dense = [[start + offset for offset in part] for part in offsets]
+    for parts in (spread, dense, [sorted(part) for part in dense]):
+        arrays = [np.array(part, dtype=np.int64) for part in parts]
+        expected = np.unique(np.concatenate(arrays)) if arrays else np.empty(0, dtype=np.int64)
+        found = sorted_union(arrays)
+        assert found.dtype == np.int64 and found.tolist() == expected.tolist()
 
 
 @given(st.sets(INT64, max_size=40), st.lists(INT64, max_size=40), st.data())

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from ..arrays import sorted_unique, unique_small
+from ..arrays import sorted_union, unique_small
 from ..contracts import address_fingerprint
 from ..facts import CONTACT_FOR_KIND, NO_TIME, CustomerFacts, event_lookback, from_micros, reach_reasons, to_micros
 from ..model import Project
@@ -569,7 +569,7 @@ class _Planner:
         messages, the deferrals, what each campaign's messages cost and what
         budgets held back."""
         blocks = self.candidate_blocks()
-        customers = sorted_unique(np.concatenate([block.customers for block in blocks])) if blocks else np.empty(0, dtype=np.int64)
+        customers = sorted_union([block.customers for block in blocks])
         caps = gate.FrequencyCaps.build(self.project, self.now, self.state.recent_sends, customers, self.channel_names)
         planned_cost: Counter = Counter()
         over_budget: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # campaign -> [messages, cost]

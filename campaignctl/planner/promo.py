@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from ..arrays import sorted_unique
+from ..arrays import sorted_union
 from ..issuing import issue_key, pool_of, shared_holder
 from ..model import Campaign, Project
 from .plan import EnrollmentAction, MessageAction, Violation
@@ -66,7 +66,7 @@ def pool_violations(project: Project, wanted: Mapping[tuple[str, str], list], st
         if per_customer:
             # Holders (campaign/customer/offer) differ across (campaign, offer): counting
             # each pair's distinct customers counts the distinct holders.
-            ids = sorted_unique(np.concatenate([np.atleast_1d(np.asarray(c, dtype=np.int64)) for c in customers])).tolist()
+            ids = sorted_union([np.atleast_1d(c) for c in customers]).tolist()
             count = sum(1 for c in ids if issue_key(campaign, c, offer) not in holding) if holding else len(ids)
         else:
             count = 0 if shared_holder(campaign, offer) in holding else 1
