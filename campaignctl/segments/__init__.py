@@ -1,7 +1,7 @@
 """Segments: conditions and features compiled to one SQL query per evaluation."""
 
 from .compiler import CompiledQuery, CustomerColumns, check_segments, compile_segments, feature_column, segment_column
-from .evaluate import Audiences, evaluate_segments, explain_segment, sample_members
+from .evaluate import Audiences, evaluate_segments, explain_segment, run_segments, sample_members, segments_query
 
 __all__ = [
     "Audiences",
@@ -12,6 +12,8 @@ __all__ = [
     "evaluate_segments",
     "explain_segment",
     "feature_column",
+    "run_segments",
     "sample_members",
     "segment_column",
+    "segments_query",
 ]

@@ -113,6 +113,7 @@ class CompiledQuery:
     dialect: str
     segments: tuple[str, ...]
     features: tuple[str, ...]  # feature value names: "rfm", "rfm.r", ...
+    columns: tuple[str, ...] | None = None  # the CustomerColumns names asked for; None: none asked for
 
 
 @dataclass(frozen=True)
@@ -171,14 +172,17 @@ def check_segments(project: Project) -> list[Diagnostic]:
 
 
 def compile_segments(project: Project, names: Sequence[str] | None = None, *, now: datetime, dialect: str = "duckdb",
-                     features: Sequence[str] = (), columns: CustomerColumns | None = None) -> CompiledQuery:
+                     features: Sequence[str] = (), columns: CustomerColumns | None = None,
+                     present: Collection[str] | None = None) -> CompiledQuery:
     """The query computing ``names`` (default: every segment), the segments they
     refer to, the features they use, the extra ``features`` asked for and the
-    customer ``columns`` asked for."""
+    customer ``columns`` asked for (``present``: the customers table's columns,
+    as for QueryBuilder.request)."""
     query = _build(project, names, now=now, dialect=dialect, features=features)
     if columns is not None:
-        query.request(columns)
-    return CompiledQuery(query.render(), dialect, query.segment_names, query.feature_names)
+        query.request(columns, present)
+    asked = tuple(query.requested) if columns is not None else None
+    return CompiledQuery(query.render(), dialect, query.segment_names, query.feature_names, asked)
 
 
 def _build(project: Project, names: Sequence[str] | None, *, now: datetime, dialect: str, features: Sequence[str] = ()) -> "QueryBuilder":

@@ -13,7 +13,17 @@ from sqlglot import exp
 
 from ..contracts import DataSource
 from ..model import Project
-from .compiler import CustomerColumns, _build, customer_column, feature_column, ident, literal, segment_column
+from .compiler import (
+    CompiledQuery,
+    CustomerColumns,
+    _build,
+    compile_segments,
+    customer_column,
+    feature_column,
+    ident,
+    literal,
+    segment_column,
+)
 from .conditions import AggregateCompare, CustomerField, Node, walk
 from .describe import describe, describe_aggregate
 
@@ -39,20 +49,30 @@ def evaluate_segments(project: Project, source: DataSource, names: Sequence[str]
                       features: Sequence[str] = (), columns: CustomerColumns | None = None) -> Audiences:
     """Run ``names`` (default: all segments), the features they use and, when
     asked, per-customer ``columns`` in one query."""
-    builder = _build(project, names, now=now, dialect=source.dialect, features=features)
-    if columns is not None:
-        builder.request(columns, source.table_columns(project.data_source.table("customers").table))
+    return run_segments(source, segments_query(project, source, names, now=now, features=features, columns=columns), now)
+
+
+def segments_query(project: Project, source: DataSource, names: Sequence[str] | None = None, *, now: datetime,
+                   features: Sequence[str] = (), columns: CustomerColumns | None = None) -> CompiledQuery:
+    """evaluate_segments' query, compiled for ``source`` (its dialect, and the
+    customer columns it has), to run with :func:`run_segments`."""
+    present = source.table_columns(project.data_source.table("customers").table) if columns is not None else None
+    return compile_segments(project, names, now=now, dialect=source.dialect, features=features, columns=columns, present=present)
+
+
+def run_segments(source: DataSource, query: CompiledQuery, now: datetime) -> Audiences:
+    """The audiences of a query from :func:`segments_query`."""
     started = time.perf_counter()
-    table = source.query(builder.render())
+    table = source.query(query.sql)
     elapsed = time.perf_counter() - started
     ids = table.column("customer_id").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     members = {}
-    for name in builder.segment_names:
+    for name in query.segments:
         mask = table.column(segment_column(name)).to_numpy(zero_copy_only=False).astype(bool, copy=False)
         members[name] = np.sort(ids[mask])
-    feature_table = table.select(["customer_id"] + [feature_column(name) for name in builder.feature_names])
-    feature_table = feature_table.rename_columns(["customer_id", *builder.feature_names])
-    return Audiences(members, feature_table, table.num_rows, elapsed, now, _requested(table, builder.requested) if columns is not None else None)
+    feature_table = table.select(["customer_id"] + [feature_column(name) for name in query.features])
+    feature_table = feature_table.rename_columns(["customer_id", *query.features])
+    return Audiences(members, feature_table, table.num_rows, elapsed, now, _requested(table, query.columns) if query.columns is not None else None)
 
 
 def _requested(table: pyarrow.Table, names: Sequence[str]) -> pyarrow.Table:
