@@ -436,7 +436,9 @@ class _Planner:
         entrants = _Entrants(
             flow, ids, at, groups, arms, entries_so_far, self.reach_classes(ids, rows),
             step=np.zeros(len(ids), dtype=np.int64), due=due,
-            status=np.where(treated, ACTIVE, COMPLETED).astype(object),
+            # Object columns by gathering from the few values: np.where over
+            # strings, then astype(object), made a new str per entrant (~0.1 s per 700k).
+            status=np.array([COMPLETED, ACTIVE], dtype=object)[treated.view(np.int8)],
             exit_reason=np.where(groups != TREATMENT, groups, None),
             option=np.full(len(ids), -1, dtype=np.int64),
             last_message_key=np.empty(len(ids), dtype=object),  # all None
