@@ -69,7 +69,6 @@ def _values_at(values: np.ndarray, at: np.ndarray, missing) -> np.ndarray:
     return np.where(at >= 0, values[at], missing)
 
 
-
 class IdIndex:
     """:func:`locate` and :func:`lookup` against the same sorted ids again and
     again (the facts and the order history answer every campaign's audience).
