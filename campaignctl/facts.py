@@ -202,10 +202,11 @@ class CustomerFacts:
             consent = self._column(f"consent_{kind}")
             granted = consent.fill_null(False).to_numpy(zero_copy_only=False).astype(bool) if consent is not None else np.zeros(len(code), bool)
             contact = self._has_contact(CONTACT_FOR_KIND.get(kind, ""))
-            # The reason (0, 1 no consent, 2 no contact) times the kind's weight,
-            # gathered from three values: no int64 temporaries per kind.
-            reason = granted.view(np.int8) * (1 + contact.view(np.int8))  # 0: no consent, 1: no contact, 2: reachable
-            code += np.array([3 ** position, 2 * 3 ** position, 0], dtype=np.int64)[reason]
+            # 0: no consent, 1: consent but no contact, 2: reachable; each gathers
+            # its reach_reasons digit (1, 2, 0) times the kind's weight: no int64
+            # temporaries per kind.
+            state = granted.view(np.int8) * (1 + contact.view(np.int8))
+            code += np.array([3 ** position, 2 * 3 ** position, 0], dtype=np.int64)[state]
         return code
 
     def _column(self, name: str) -> pyarrow.ChunkedArray | None:
