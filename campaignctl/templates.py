@@ -354,11 +354,9 @@ class MessageRenderer:
         return any(variable in meta.find_undeclared_variables(self.syntax_tree(template_name, part)) for part in parts)
 
     def syntax_tree(self, template_name: str, part: str) -> nodes.Template:
-        """A part's Jinja syntax tree, parsed once (the checks that read it share it)."""
-        key = (template_name, part)
-        if key not in self._trees:
-            self._trees[key] = environment(False).parse(getattr(self.parts(template_name)[part], "campaignctl_source", ""))
-        return self._trees[key]
+        """A part's Jinja syntax tree: the one it was compiled from (the checks that read it share it)."""
+        self.parts(template_name)
+        return self._trees[(template_name, part)]
 
     def _compile(self, template: Any) -> dict[str, jinja2.Template]:
         root = Path(self._project.root)
@@ -382,11 +380,15 @@ class MessageRenderer:
         compiled = {}
         for part, text in sources.items():
             try:
-                compiled[part] = environment(part in HTML_PARTS).from_string(text)
-                compiled[part].campaignctl_source = text  # for checks that read the syntax tree (template_check)
+                # Parsed once, compiled from the tree, which the checks read too
+                # (syntax_tree): parsing is most of compiling a part.
+                env = environment(part in HTML_PARTS)
+                tree = env.parse(text)
+                compiled[part] = env.from_string(tree)
                 compiled[part].campaignctl_derived = part == "text" and "text" not in template.files
             except jinja2.TemplateSyntaxError as exc:
                 raise RenderError(template.name, f"line {exc.lineno}: {exc.message}", files.get(part), part) from exc
+            self._trees[(template.name, part)] = tree
         return compiled
 
     @staticmethod
