@@ -127,7 +127,10 @@ def _month_start(project: Project, now: datetime) -> datetime:
     return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, now: datetime, progress: Progress | None = None) -> Plan:
+def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, now: datetime, progress: Progress | None = None, *,
+                 renderer: MessageRenderer | None = None) -> Plan:
+    """The plan at ``now`` from the data and ``snapshot``; ``renderer``: one to compile
+    the templates in, for a caller that renders the messages next (apply)."""
     say = progress or (lambda _: None)
     say("evaluating segments and reading customer facts")
     # The facts come from the segments query: the same scans of customers,
@@ -139,7 +142,7 @@ def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, 
     # compiling: what has not compiled by then compiles when used, and
     # templates no message uses never do.
     query = segments_query(project, source, needed_segments(project), now=now, columns=FACT_COLUMNS)
-    renderer = MessageRenderer(project)
+    renderer = renderer or MessageRenderer(project)
     query_done = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="templates") as background:
         compiled = background.submit(renderer.prepare, sorted(campaign_templates(project)), query_done)
@@ -263,14 +266,15 @@ def apply(
         with locked(store, f"campaignctl apply ({socket.gethostname()}:{os.getpid()})", lock_timeout):
             snapshot = take_snapshot(store, project, now)
             source = open_data_source(project, environ)
+            renderer = MessageRenderer(project)  # the plan's compiled templates render its messages
             if saved is not None:
                 _refuse_if_stale(saved, snapshot, project)
                 the_plan = saved
             else:
-                the_plan = compute_plan(project, source, snapshot, now, say)
+                the_plan = compute_plan(project, source, snapshot, now, say, renderer=renderer)
             if the_plan.violations:
                 return ApplyResult(the_plan, applied=False)
-            return _carry_out(project, the_plan, store, source, environ, say)
+            return _carry_out(project, the_plan, store, source, renderer, environ, say)
     finally:
         if source is not None:
             source.close()
@@ -289,7 +293,8 @@ def _refuse_if_stale(saved: Plan, snapshot: StateSnapshot, project: Project) -> 
         raise StalePlan(f"the project changed since this plan was made ({', '.join(changed)}); make a new plan")
 
 
-def _carry_out(project: Project, the_plan: Plan, store: StateStore, source: DataSource, environ, say: Progress) -> ApplyResult:
+def _carry_out(project: Project, the_plan: Plan, store: StateStore, source: DataSource, renderer: MessageRenderer, environ,
+               say: Progress) -> ApplyResult:
     run = store.begin_run({"now": the_plan.now.isoformat(), "messages": len(the_plan.messages)})
     status = "failed"
     try:
@@ -314,7 +319,7 @@ def _carry_out(project: Project, the_plan: Plan, store: StateStore, source: Data
         say(f"rendering {len(the_plan.messages) + len(pending):,} messages")
         to_render = list(the_plan.messages) + pending
         codes = issued_codes(store, project, to_render)
-        due, failures = _render(project, source, to_render, the_plan.now, environ, codes)
+        due, failures = _render(project, source, to_render, the_plan.now, environ, codes, renderer)
         _record_render_failures(store, failures)
         say(f"sending {len(due):,} messages")
         senders = open_senders(project, sorted({d.message.channel for d in due}), environ)
@@ -383,10 +388,10 @@ def _pending_from_earlier_runs(store: StateStore, the_plan: Plan) -> list[Messag
 
 def _render(
     project: Project, source: DataSource, messages: Sequence[MessageAction], now: datetime, environ: Mapping[str, str] | None = None,
-    codes: Mapping[str, str] | None = None,
+    codes: Mapping[str, str] | None = None, renderer: MessageRenderer | None = None,
 ) -> tuple[list[DueMessage], list[tuple[str, str]]]:
     codes = codes or {}
-    renderer = MessageRenderer(project)
+    renderer = renderer or MessageRenderer(project)
     tracker = Tracker.for_project(project, environ)  # signed links, or placeholders when tracking is off
     recipients = sorted({m.customer_id for m in messages})
     profiles = load_profiles(project, source, recipients)

@@ -97,6 +97,20 @@ def test_messages_are_rendered_and_addressed(project_dir):
     assert sample["key"] in sample["parts"]["html"]  # links carry the message key for attribution
 
 
+def test_apply_compiles_each_template_once_for_its_plan_and_its_messages(project_dir, monkeypatch):
+    """apply renders with the renderer its plan compiled the templates in."""
+    from campaignctl.templates import MessageRenderer
+
+    compiled = Counter()
+    compile_template = MessageRenderer._compile
+    monkeypatch.setattr(MessageRenderer, "_compile", lambda self, template: compiled.update([template.name]) or compile_template(self, template))
+    project = load_project(project_dir)
+    result = apply(project, NOW)
+    sent = {message["parts"].get("subject") for message in outbox(project_dir) if message["channel"] == "email"}
+    assert result.applied and not result.render_failures and len(sent) > 1
+    assert compiled and max(compiled.values()) == 1, compiled.most_common(3)
+
+
 def test_three_simulated_weeks_move_customers_through_cascades_without_duplicates(project_dir):
     project = load_project(project_dir)
     sent_per_day = []
