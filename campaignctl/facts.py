@@ -447,7 +447,7 @@ def facts_query(project: Project, source: DataSource, customer_ids: Sequence[int
         return [] if customer_ids is None else [in_ids(names.col(alias, logical, "customer_id"), customer_ids)]
 
     # Consents exactly as segments read them (one definition, latest_consents).
-    consents = latest_consents(names, CONSENT_KINDS, now, customer_ids)
+    consents = latest_consents(names, CONSENT_KINDS, now, source.dialect, customer_ids)
 
     def consent(kind: str) -> exp.Expression:
         return exp.Coalesce(this=exp.column(kind, table="k", quoted=True), expressions=[exp.Literal.number(0)])

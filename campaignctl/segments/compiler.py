@@ -305,24 +305,39 @@ class SourceNames:
         return not present or self.mapping.table(logical_table).column(logical).lower() in {name.lower() for name in present}
 
 
-def latest_consents(names: SourceNames, kinds: Sequence[str], now: datetime, customer_ids: Sequence[int] | None = None) -> exp.Select:
+def epoch_micros(ts: exp.Expression, dialect: str) -> exp.Expression:
+    """Microseconds since 1970 as a BIGINT, exact in every dialect (sqlglot's
+    TimeToUnix is whole seconds on Spark; PostgreSQL has no UNIX_MICROS)."""
+    if dialect == "postgres":
+        seconds = exp.Extract(this=exp.var("EPOCH"), expression=ts)  # numeric, exact to the microsecond
+        return exp.cast(exp.Mul(this=seconds, expression=literal(1_000_000)), "BIGINT")
+    return exp.Anonymous(this="EPOCH_US" if dialect == "duckdb" else "UNIX_MICROS", expressions=[ts])
+
+
+def latest_consents(names: SourceNames, kinds: Sequence[str], now: datetime, dialect: str,
+                    customer_ids: Sequence[int] | None = None) -> exp.Select:
     """Per customer with consent rows, a column per channel kind in ``kinds``:
     1 when the latest row of that kind at or before ``now`` is granted, else 0.
 
-    The latest row decides: its newest granted row must be newer than its
-    newest other row, so on a tie in time revoked wins, and a row without a
-    status counts as not granted (the safe reading for consent). One GROUP BY,
-    no window. ``customer_ids``: only these customers' rows (None: everyone's).
-    The segments' consents and the planner's facts both read this."""
+    The latest row decides, and on a tie in time revoked wins: a row without
+    a status counts as not granted (the safe reading for consent). One GROUP
+    BY, no window, and one MAX per kind: of the row's time in microseconds,
+    doubled, plus 1 for a row that does not grant, so the largest value is the
+    latest row, a revoking one on a tie, and it grants when even. Two MAXes per
+    kind (newest granted against newest other) took twice the time: six kinds
+    of 2.6M rows, 0.85 against 0.42 CPU-s (DuckDB, 1M customers).
+    ``customer_ids``: only these customers' rows (None: everyone's). The
+    segments' consents and the planner's facts both read this."""
     k = "k"
     channel, status, updated_at = (names.col(k, "consents", name) for name in ("channel", "status", "updated_at"))
-    granted = exp.EQ(this=status, expression=literal("granted"))
+    grants = exp.EQ(this=status, expression=literal("granted"))  # NULL: the CASE gives 1
+    doubled = exp.Mul(this=epoch_micros(updated_at, dialect), expression=literal(2))
+    latest_key = exp.Paren(this=exp.Add(this=doubled, expression=case([(grants, literal(0))], literal(1))))
     latest_columns = []
     for kind in kinds:
         of_kind = exp.EQ(this=channel.copy(), expression=literal(kind))
-        for suffix, rows in (("granted", granted.copy()), ("other", exp.Not(this=as_bool(granted.copy())))):
-            latest = exp.Filter(this=exp.Max(this=updated_at.copy()), expression=exp.Where(this=exp.and_(of_kind.copy(), rows)))
-            latest_columns.append(exp.alias_(latest, f"{kind}_{suffix}", quoted=True))
+        latest = exp.Filter(this=exp.Max(this=latest_key.copy()), expression=exp.Where(this=of_kind))
+        latest_columns.append(exp.alias_(latest, kind, quoted=True))
     customer = names.col(k, "consents", "customer_id")
     rows = [is_in(channel.copy(), kinds), exp.LTE(this=updated_at.copy(), expression=literal(now))]
     if customer_ids is not None:
@@ -332,10 +347,9 @@ def latest_consents(names: SourceNames, kinds: Sequence[str], now: datetime, cus
               .where(exp.and_(*rows))
               .group_by(customer.copy()))
 
-    def flag(kind: str) -> exp.Expression:
-        granted_at, other_at = ident(f"{kind}_granted"), ident(f"{kind}_other")
-        newest_is_granted = exp.or_(exp.Is(this=other_at, expression=exp.Null()), exp.GT(this=granted_at, expression=other_at.copy()))
-        return exp.alias_(case([(exp.and_(exp.Not(this=exp.Is(this=granted_at.copy(), expression=exp.Null())), exp.Paren(this=newest_is_granted)), literal(1))], literal(0)), kind, quoted=True)
+    def flag(kind: str) -> exp.Expression:  # no row of the kind: NULL, not granted
+        granted = exp.EQ(this=exp.Mod(this=ident(kind), expression=literal(2)), expression=literal(0))
+        return exp.alias_(case([(granted, literal(1))], literal(0)), kind, quoted=True)
 
     return exp.select("customer_id", *(flag(kind) for kind in kinds)).from_(latest.subquery("latest"))
 
@@ -818,7 +832,7 @@ class QueryBuilder:
 
     def consent_ctes(self) -> list[tuple[str, exp.Expression]]:
         """Per customer, whether the latest consent of each kind asked for is granted (:func:`latest_consents`)."""
-        return [("latest_consents", latest_consents(self.names, self.consents, self.now))] if self.consents else []
+        return [("latest_consents", latest_consents(self.names, self.consents, self.now, self.dialect))] if self.consents else []
 
     def price_drop_ctes(self) -> list[tuple[str, exp.Expression]]:
         return [(name, self.price_drop_cte(within, cart_within)) for (within, cart_within), name in self.price_drops.items()]

@@ -118,6 +118,25 @@ def events(rng: random.Random) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
+# WhatsApp consents (no random row has the channel) that only the latest row
+# decides, read the same on every source: a tie in time revokes (1), a grant a
+# microsecond after a revoke holds (2), a row without a status revokes (3),
+# and times before 1970 compare like any others (6).
+_T = LOCAL_NOW - timedelta(days=3)
+DECIDING_CONSENTS = [
+    {"customer_id": cid, "channel": "whatsapp", "status": status, "updated_at": at}
+    for cid, status, at in [
+        (1, "granted", _T), (1, "revoked", _T),
+        (2, "revoked", _T), (2, "granted", _T + timedelta(microseconds=1)),
+        (3, "granted", _T), (3, None, _T + timedelta(microseconds=1)),
+        (4, "granted", _T),
+        (5, None, _T), (5, "granted", _T + timedelta(seconds=1)),
+        (6, "revoked", datetime(1965, 3, 1)), (6, "granted", datetime(1968, 7, 1, 0, 0, 0, 1)),
+    ]
+]
+WHATSAPP_GRANTED = {2, 4, 5, 6}
+
+
 def consents(rng: random.Random) -> pa.Table:
     rows = []
     for cid in range(1, CUSTOMERS + 1):
@@ -125,6 +144,7 @@ def consents(rng: random.Random) -> pa.Table:
             if rng.random() < 0.6:
                 rows.append({"customer_id": cid, "channel": channel, "status": rng.choice(["granted", "granted", "revoked"]),
                              "updated_at": _ts(rng, 400)})
+    rows += DECIDING_CONSENTS
     schema = pa.schema([("customer_id", pa.int64()), ("channel", pa.string()), ("status", pa.string()), ("updated_at", TS)])
     return pa.Table.from_pylist(rows, schema=schema)
 

@@ -239,6 +239,7 @@ SEGMENTS = {
     "birthday_soon": {"birthday": {"within_days": 7}},
     "email_ok": {"reachable": "email"},
     "sms_consent": {"consent": "sms"},
+    "whatsapp_consent": {"consent": "whatsapp"},
     "half": {"sample": {"percent": 50, "salt": "contract"}},
     "mixed": {"all": [{"segment": "moscow"}, {"not": {"segment": "big_spenders"}}, {"any": [{"segment": "email_ok"}, {"segment": "sms_consent"}]}]},
 }
@@ -291,6 +292,18 @@ def test_segment_membership_is_identical_on_every_source(source, project_dir, re
     differing = {seg: (sorted(got[seg] - ref)[:5], sorted(ref - got[seg])[:5]) for seg, ref in reference_members.items() if got.get(seg) != ref}
     assert not differing, f"segments differing from DuckDB (extra, missing): {differing}"
     assert any(reference_members.values()), "the data set should put someone in some segment"
+
+
+def test_the_latest_consent_decides_to_the_microsecond_and_revokes_on_a_tie(source, project_dir):
+    """dataset.DECIDING_CONSENTS: ties, a microsecond apart, no status, before 1970."""
+    from campaignctl.facts import load_customer_facts
+    from campaignctl.project import load_project
+
+    project = load_project(project_dir)
+    got = members(_segments_api().evaluate_segments(project, source, ["whatsapp_consent"], now=dataset.NOW))
+    assert got["whatsapp_consent"] == dataset.WHATSAPP_GRANTED
+    facts = load_customer_facts(project, source, range(1, 8), dataset.NOW)
+    assert {i for i in range(1, 8) if facts.get(i).consents["whatsapp"]} == dataset.WHATSAPP_GRANTED
 
 
 def test_facts_read_with_the_segments_equal_the_facts_query(source, project_dir):
