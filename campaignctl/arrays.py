@@ -86,6 +86,25 @@ class IdIndex:
             self._table = np.full(int(self.ids[-1]) - self._first + 1, -1, dtype=np.int64)
             self._table[self.ids - self._first] = np.arange(len(self.ids), dtype=np.int64)
 
+    @classmethod
+    def of_positions(cls, ids: np.ndarray) -> "IdIndex":
+        """Each of ``ids`` (distinct, in any order: a query's rows) to its
+        position. Dense ids are put in order by marking them in a table of
+        their span, as :func:`sorted_union` does: sorting them took ~0.1 s at
+        a million."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+            return cls(ids)
+        first = int(ids.min())
+        span = int(ids.max()) - first + 1
+        if span > DENSE_SPAN * len(ids):
+            order = np.argsort(ids, kind="stable")
+            return cls(ids[order], order.astype(np.int64))
+        position = np.full(span, -1, dtype=np.int64)
+        position[ids - first] = np.arange(len(ids), dtype=np.int64)
+        present = position >= 0
+        return cls(np.flatnonzero(present) + first, position[present])
+
     def locate(self, wanted: np.ndarray) -> np.ndarray:
         """The position of each of ``wanted`` in the ids, -1 where it is not there."""
         if self._table is None:

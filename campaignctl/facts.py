@@ -250,11 +250,7 @@ class CustomerFacts:
     @cached_property
     def _index(self) -> IdIndex:
         """Customer id -> table row; a loaded table is in id order already, a kept one may not be."""
-        ids = self.table.column("customer_id").to_numpy()
-        if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
-            return IdIndex(ids)
-        order = np.argsort(ids, kind="stable")
-        return IdIndex(ids[order], order.astype(np.int64))
+        return IdIndex.of_positions(self.table.column("customer_id").to_numpy())
 
     @cached_property
     def _micros(self) -> dict[str, np.ndarray]:

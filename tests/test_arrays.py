@@ -66,3 +66,16 @@ def test_unique_small_is_np_unique(values, narrow, index, inverse, counts):
     if not (index or inverse or counts):
         found, expected = (found,), (expected,)
     assert [part.tolist() for part in found] == [part.tolist() for part in expected]
+
+
+@given(st.sets(INT64, max_size=40), st.integers(-(2**63), 2**63 - 200), st.lists(INT64, max_size=40), st.data())
+def test_id_index_of_positions_finds_each_id_where_it_stands(spread, start, others, data):
+    # Ids in any order, dense (marked in a table of their span) and spread (sorted).
+    dense = list(start + offset for offset in data.draw(st.sets(st.integers(0, 150), max_size=60)))
+    for keys in (list(spread), dense):
+        keys = data.draw(st.permutations(keys))
+        wanted = others + (data.draw(st.lists(st.sampled_from(keys), max_size=20)) if keys else [])
+        position = {key: index for index, key in enumerate(keys)}
+        index = IdIndex.of_positions(np.array(keys, dtype=np.int64))
+        assert index.lookup(np.array(wanted, dtype=np.int64), -1).tolist() == [position.get(w, -1) for w in wanted]
+        assert [index.get(w, -1) for w in wanted] == [position.get(w, -1) for w in wanted]

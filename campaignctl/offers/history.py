@@ -25,7 +25,7 @@ still sends one row per customer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from functools import cached_property
@@ -80,6 +80,7 @@ class CustomerHistory:
     revenue: np.ndarray  # float64: sum of order totals
     items: np.ndarray  # float64
     windows: np.ndarray  # int64: windows with an order
+    shared_index: IdIndex | None = field(default=None, compare=False, repr=False)  # of customer_ids, built once for specs sharing them
 
     @classmethod
     def from_rows(cls, spec: HistorySpec, rows: Iterable[Mapping]) -> "CustomerHistory":
@@ -97,7 +98,7 @@ class CustomerHistory:
     @cached_property
     def index(self) -> IdIndex:
         """Customer id -> row, for the many audiences a plan sums over."""
-        return IdIndex(self.customer_ids)
+        return self.shared_index or IdIndex(self.customer_ids)
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,8 @@ def load_history(project: Project, source: DataSource, specs: Sequence[HistorySp
     lookbacks = sorted({spec.lookback for spec in specs})
     totals = {lookback: (column(f"orders_{i}").astype(np.int64), column(f"revenue_{i}"), column(f"items_{i}"))
               for i, lookback in enumerate(lookbacks)}  # specs of one look-back share its columns
-    return {spec: CustomerHistory(spec, customers, *totals[spec.lookback], windows(j, spec)) for j, spec in enumerate(specs)}
+    index = IdIndex(customers)  # the specs share their customers: one table, not one per spec (~30 ms each at 1M)
+    return {spec: CustomerHistory(spec, customers, *totals[spec.lookback], windows(j, spec), index) for j, spec in enumerate(specs)}
 
 
 def _timestamp(value: datetime) -> exp.Expression:
