@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -470,15 +470,25 @@ def _id_chunks(customer_ids: Sequence[int], chunk: int = 5000):
         yield customer_ids[start : start + chunk]
 
 
-def load_profiles(project: Project, source: DataSource, customer_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """The customers rows of the given customers, by logical column name."""
-    from sqlglot import exp
-
+def profile_fields(project: Project, source: DataSource) -> list[str]:
+    """The data contract's customers columns the source has, by logical name."""
     from .datacontract import CONTRACT
 
     mapping = project.data_source.table("customers")
     present = set(source.table_columns(mapping.table) or ())
-    columns = [name for name in CONTRACT["customers"] if mapping.column(name) in present]
+    return [name for name in CONTRACT["customers"] if mapping.column(name) in present]
+
+
+def load_profiles(project: Project, source: DataSource, customer_ids: Sequence[int],
+                  fields: Collection[str] | None = None) -> dict[int, dict[str, Any]]:
+    """The customers rows of the given customers, by logical column name;
+    ``fields``: only these (and customer_id), where the source has them (None:
+    every one). The scan reads each column asked for in full: for 300
+    customers among 1M, every column took ~0.1 s, a name ~0.02 s."""
+    from sqlglot import exp
+
+    mapping = project.data_source.table("customers")
+    columns = [name for name in profile_fields(project, source) if fields is None or name == "customer_id" or name in fields]
     profiles: dict[int, dict[str, Any]] = {}
     for ids in _id_chunks(customer_ids):
         query = (

@@ -9,6 +9,10 @@ Three checks per template, each a plan violation naming the template file:
   plan's messages of that template (deterministic, spread over the audience):
   the first RenderError;
 - the rendered AMP part against the AMP for Email rules (campaignctl.amp).
+
+The sample's profiles are read with only the customers fields the templates
+read (:func:`fields_read`; every field when one reads ``customer`` whole):
+the scan of the customers table reads each column asked for in full.
 """
 
 from __future__ import annotations
@@ -16,18 +20,21 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import replace
 from datetime import datetime
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from jinja2 import nodes
 
 from .contracts import DataSource
+from .datacontract import CONTRACT
 from .model import Project
 from .planner.plan import MessageAction, Plan, Violation, column
 from .templates import MessageRenderer, RenderError
 
 SAMPLE_SIZE = 20
 RULE = "template"
+DERIVED_FIELDS = {"loyalty_percent": ("loyalty_tier",)}  # customer fields executor.message_context adds, and what from
+CUSTOMER_FIELDS = frozenset(CONTRACT["customers"]) | frozenset(DERIVED_FIELDS)
 
 
 def check_plan_templates(project: Project, source: DataSource, the_plan: Plan, *, sample_size: int = SAMPLE_SIZE,
@@ -37,10 +44,13 @@ def check_plan_templates(project: Project, source: DataSource, the_plan: Plan, *
     if not samples:
         return the_plan
     renderer = renderer or MessageRenderer(project)
+    from .executor import profile_fields  # executor calls this module: import on use
+
     profiles, last_orders = _sample_data(project, source, renderer, samples, the_plan.now)
+    known = {*profile_fields(project, source), *DERIVED_FIELDS}  # the profiles read hold only the fields the templates read
     violations = []
     for name, sample in sorted(samples.items()):
-        violations += _check_template(project, renderer, name, sample, profiles, last_orders, the_plan)
+        violations += _check_template(project, renderer, name, sample, profiles, last_orders, known, the_plan)
     if not violations:
         return the_plan
     ordered = sorted(the_plan.violations + tuple(violations), key=lambda v: (v.rule, v.campaign or "", v.message))
@@ -125,7 +135,7 @@ def _sample_data(project: Project, source: DataSource, renderer: MessageRenderer
 
     recipients = sorted({m.customer_id for sample in samples.values() for m in sample})
     with_orders = order_recipients(renderer, [m for sample in samples.values() for m in sample])
-    return (load_profiles(project, source, recipients),
+    return (load_profiles(project, source, recipients, fields_read(renderer, samples)),
             load_last_orders(project, source, with_orders, now) if with_orders else {})
 
 
@@ -155,8 +165,9 @@ def _samples(messages: Sequence[MessageAction], size: int) -> dict[str, list[Mes
 
 def _check_template(
     project: Project, renderer: MessageRenderer, name: str, sample: list[MessageAction], profiles: Mapping[int, dict],
-    last_orders: Mapping[int, dict], the_plan: Plan,
+    last_orders: Mapping[int, dict], known: set[str], the_plan: Plan,
 ) -> list[Violation]:
+    """``known``: the customers fields the data source has."""
     from .executor import message_context
     from .issuing import sample_code
 
@@ -171,7 +182,6 @@ def _check_template(
     ]
     if not contexts:
         return []  # none of the sample has a profile any more; apply reports each as undeliverable
-    known = set(contexts[0][1]["customer"])
     for part in sorted(parts):
         missing = sorted(customer_fields(renderer, name, part) - known)
         if missing:
@@ -194,14 +204,37 @@ def _check_template(
 
 def customer_fields(renderer: MessageRenderer, name: str, part: str) -> set[str]:
     """The ``customer.X`` / ``customer["X"]`` names a part reads."""
-    fields = set()
-    for node in renderer.syntax_tree(name, part).find_all((nodes.Getattr, nodes.Getitem)):
-        if isinstance(node.node, nodes.Name) and node.node.name == "customer":
-            if isinstance(node, nodes.Getattr):
-                fields.add(node.attr)
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                fields.add(node.arg.value)
-    return fields
+    return {field for node in renderer.syntax_tree(name, part).find_all((nodes.Getattr, nodes.Getitem))
+            if (field := _customer_field(node)) is not None}
+
+
+def fields_read(renderer: MessageRenderer, templates: Iterable[str]) -> set[str] | None:
+    """The customers fields rendering ``templates`` reads, with those a derived
+    field comes from; None (every field) when one reads ``customer`` other
+    than field by field (a loop over it, a filter, a method) or does not compile."""
+    fields: set[str] = set()
+    for name in templates:
+        try:
+            parts = renderer.parts(name)
+        except RenderError:
+            return None
+        for part in parts:
+            tree = renderer.syntax_tree(name, part)
+            read = [field for node in tree.find_all((nodes.Getattr, nodes.Getitem)) if (field := _customer_field(node)) is not None]
+            whole = sum(1 for node in tree.find_all(nodes.Name) if node.name == "customer")
+            if whole > len(read) or not set(read) <= CUSTOMER_FIELDS:
+                return None
+            fields.update(read)
+    return fields | {source for field in fields for source in DERIVED_FIELDS.get(field, ())}
+
+
+def _customer_field(node: nodes.Getattr | nodes.Getitem) -> str | None:
+    """X for ``customer.X`` and ``customer["X"]``, else None."""
+    if not (isinstance(node.node, nodes.Name) and node.node.name == "customer"):
+        return None
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    return node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None
 
 
 def _amp_problems(renderer: MessageRenderer, name: str, amp: str) -> str:

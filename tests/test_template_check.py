@@ -154,3 +154,49 @@ def test_apply_reads_latest_orders_only_for_messages_whose_template_shows_one(pr
     unsendable = [why for key, why in failures if key.startswith("k/order_confirmation_email/")]
     assert len(confirmations) > 20 and len(confirmations) + len(unsendable) == 30
     assert all("has no email contact" in why for why in unsendable)  # rendering itself never failed
+
+
+def test_samples_read_only_the_fields_templates_read_and_render_the_same(project_dir):
+    from campaignctl.connect import open_data_source
+    from campaignctl.executor import load_last_orders, load_profiles, message_context
+    from campaignctl.issuing import sample_code
+    from campaignctl.template_check import _samples, campaign_templates, fields_read
+    from campaignctl.templates import MessageRenderer
+
+    project = load_project(project_dir)
+    renderer = MessageRenderer(project)
+    fields = fields_read(renderer, sorted(campaign_templates(project)))
+    assert fields is not None and "push_token" not in fields and "first_name" in fields
+    samples = _samples(make_plan(project, NOW).messages, 5)
+    customers = sorted({m.customer_id for sample in samples.values() for m in sample})
+    source = open_data_source(project)
+    try:
+        full, read = load_profiles(project, source, customers), load_profiles(project, source, customers, fields)
+        orders = load_last_orders(project, source, customers, NOW)
+    finally:
+        source.close()
+    assert set(read) == set(full) and all(set(read[c]) == {"customer_id"} | (fields & set(full[c])) for c in customers)
+    assert len(samples) > 5
+    def rendered(name, m, profile):
+        return renderer.render(name, message_context(project, m, profile, NOW, orders.get(m.customer_id), promo_code=sample_code(project, m.offer)))
+
+    for name, sample in samples.items():
+        for m in sample:
+            assert rendered(name, m, read[m.customer_id]) == rendered(name, m, full[m.customer_id])
+
+
+@pytest.mark.parametrize("jinja, whole", [
+    ("{{ customer.loyalty_percent }}", False),  # derived: loyalty_tier is read for it
+    ("{% for key in customer %}{{ key }}{% endfor %}", True),
+    ("{{ customer | length }}", True),
+    ("{{ customer.get('city') }}", True),  # a method, not a field
+])
+def test_a_template_reading_the_whole_customer_reads_every_field(project_dir, jinja, whole):
+    from campaignctl.template_check import fields_read
+    from campaignctl.templates import MessageRenderer
+
+    insert_into_offer_email(project_dir, jinja)
+    fields = fields_read(MessageRenderer(load_project(project_dir)), ["offer_email"])
+    assert (fields is None) == whole
+    if not whole:
+        assert {"loyalty_percent", "loyalty_tier"} <= fields
