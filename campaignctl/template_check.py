@@ -40,12 +40,12 @@ CUSTOMER_FIELDS = frozenset(CONTRACT["customers"]) | frozenset(DERIVED_FIELDS)
 def check_plan_templates(project: Project, source: DataSource, the_plan: Plan, *, sample_size: int = SAMPLE_SIZE,
                          renderer: MessageRenderer | None = None) -> Plan:
     """``the_plan`` with a violation for every template that fails for its sample."""
+    from .executor import profile_fields  # executor calls this module: import on use
+
     samples = _samples(the_plan.messages, sample_size)
     if not samples:
         return the_plan
     renderer = renderer or MessageRenderer(project)
-    from .executor import profile_fields  # executor calls this module: import on use
-
     profiles, last_orders = _sample_data(project, source, renderer, samples, the_plan.now)
     known = {*profile_fields(project, source), *DERIVED_FIELDS}  # the profiles read hold only the fields the templates read
     violations = []

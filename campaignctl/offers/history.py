@@ -98,7 +98,7 @@ class CustomerHistory:
     @cached_property
     def index(self) -> IdIndex:
         """Customer id -> row, for the many audiences a plan sums over."""
-        return self.shared_index or IdIndex(self.customer_ids)
+        return self.shared_index if self.shared_index is not None else IdIndex(self.customer_ids)
 
 
 @dataclass(frozen=True)
