@@ -120,17 +120,18 @@ def events(rng: random.Random) -> pa.Table:
 
 # WhatsApp consents (no random row has the channel) that only the latest row
 # decides, read the same on every source: a tie in time revokes (1), a grant a
-# microsecond after a revoke holds (2), a row without a status revokes (3),
-# and times before 1970 compare like any others (6).
+# microsecond after a revoke holds (2) and a revoke a microsecond after a grant
+# too (3), and times before 1970 compare like any others (6). (A row without a
+# status, which revokes, is a data-quality error: tests/test_facts.py has it.)
 _T = LOCAL_NOW - timedelta(days=3)
 DECIDING_CONSENTS = [
     {"customer_id": cid, "channel": "whatsapp", "status": status, "updated_at": at}
     for cid, status, at in [
         (1, "granted", _T), (1, "revoked", _T),
         (2, "revoked", _T), (2, "granted", _T + timedelta(microseconds=1)),
-        (3, "granted", _T), (3, None, _T + timedelta(microseconds=1)),
+        (3, "granted", _T), (3, "revoked", _T + timedelta(microseconds=1)),
         (4, "granted", _T),
-        (5, None, _T), (5, "granted", _T + timedelta(seconds=1)),
+        (5, "revoked", _T), (5, "granted", _T + timedelta(seconds=1)),
         (6, "revoked", datetime(1965, 3, 1)), (6, "granted", datetime(1968, 7, 1, 0, 0, 0, 1)),
     ]
 ]

@@ -295,7 +295,7 @@ def test_segment_membership_is_identical_on_every_source(source, project_dir, re
 
 
 def test_the_latest_consent_decides_to_the_microsecond_and_revokes_on_a_tie(source, project_dir):
-    """dataset.DECIDING_CONSENTS: ties, a microsecond apart, no status, before 1970."""
+    """dataset.DECIDING_CONSENTS: ties, a microsecond apart either way, before 1970."""
     from campaignctl.facts import load_customer_facts
     from campaignctl.project import load_project
 
