@@ -37,7 +37,7 @@ from .segments import run_segments, segments_query
 from .segments.compiler import in_ids
 from .sms import estimate_sms_templates
 from .state import CampaignVersion, Enrollment, MessageResult, MessageStatus, NewMessage, StateStore, locked
-from .template_check import audience_bodies, campaign_templates, check_plan_templates, order_recipients
+from .template_check import audience_bodies, campaign_templates, check_plan_templates, fields_read, order_recipients
 from .templates import MessageRenderer, RenderError
 from .tracking import MessageLinks, Tracker, placeholder_links
 
@@ -394,7 +394,7 @@ def _render(
     renderer = renderer or MessageRenderer(project)
     tracker = Tracker.for_project(project, environ)  # signed links, or placeholders when tracking is off
     recipients = sorted({m.customer_id for m in messages})
-    profiles = load_profiles(project, source, recipients)
+    profiles = load_profiles(project, source, recipients, _fields_to_send(project, renderer, messages))
     with_orders = order_recipients(renderer, messages)
     last_orders = load_last_orders(project, source, with_orders, now) if with_orders else {}
     due, failures = [], []
@@ -418,6 +418,18 @@ def _render(
             metadata["list_unsubscribe"] = tracked.list_unsubscribe
         due.append(DueMessage(OutgoingMessage(m.key, m.campaign, str(m.customer_id), m.channel, address, parts, metadata), m.step, m.cost))
     return due, failures
+
+
+def _fields_to_send(project: Project, renderer: MessageRenderer, messages: Sequence[MessageAction]) -> set[str] | None:
+    """The customers fields rendering and addressing ``messages`` reads: their
+    templates' fields and their channels' contacts (None: every field). Each
+    chunk of recipients is a scan of the customers table that reads every
+    column asked for in full."""
+    fields = fields_read(renderer, {m.template for m in messages})
+    if fields is None:
+        return None
+    kinds = {project.channels[channel].kind for channel in {m.channel for m in messages}}
+    return fields | {CONTACT_FOR_KIND[kind] for kind in kinds if kind in CONTACT_FOR_KIND}
 
 
 def _record_render_failures(store: StateStore, failures: Sequence[tuple[str, str]]) -> None:

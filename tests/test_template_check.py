@@ -200,3 +200,21 @@ def test_a_template_reading_the_whole_customer_reads_every_field(project_dir, ji
     assert (fields is None) == whole
     if not whole:
         assert {"loyalty_percent", "loyalty_tier"} <= fields
+
+
+def test_apply_reads_the_fields_its_templates_read_and_its_channels_contacts(project_dir):
+    import campaignctl.executor as executor
+    from campaignctl.connect import open_data_source
+
+    project = load_project(project_dir)
+    messages = [m for m in make_plan(project, NOW).messages if project.channels[m.channel].kind == "email"][:30]
+    source = open_data_source(project)
+    asked, query = [], source.query
+    source.query = lambda sql: asked.append(sql) or query(sql)
+    try:
+        due, _ = executor._render(project, source, messages, NOW)
+    finally:
+        source.close()
+    profile_query = next(sql for sql in asked if "first_name" in sql)
+    assert "email" in profile_query and "push_token" not in profile_query and "phone" not in profile_query
+    assert due and all("@" in d.message.to for d in due)  # addressed from the contact read
