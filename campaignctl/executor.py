@@ -322,7 +322,12 @@ def _carry_out(project: Project, the_plan: Plan, store: StateStore, source: Data
         due, failures = _render(project, source, to_render, the_plan.now, environ, codes, renderer)
         _record_render_failures(store, failures)
         say(f"sending {len(due):,} messages")
-        senders = open_senders(project, sorted({d.message.channel for d in due}), environ)
+        # deliver() settles what killed runs left in doubt by asking each message's
+        # channel; a channel with nothing due now must be open for that too, or its
+        # messages stay in doubt until it has.
+        store.mark_interrupted()
+        channels = {d.message.channel for d in due} | {m.channel for m in store.in_doubt() if m.channel in project.channels}
+        senders = open_senders(project, sorted(channels), environ)
         try:
             report = deliver(store, senders, due)
         finally:

@@ -269,3 +269,27 @@ def test_reported_outcomes_are_recorded_and_an_unsubscribe_holds_back_later_mess
     after = make_plan(load_project(project_dir), later)
     assert customer not in {str(m.customer_id) for m in after.messages if m.channel == "email"}
     assert any(h.rule == "unsubscribed" for h in after.held_back)
+
+
+def test_apply_settles_messages_left_in_doubt_on_a_channel_with_nothing_due(project_dir):
+    """A run killed mid-send leaves its messages ``sending``; the next apply asks
+    their channel, even when it sends nothing on that channel itself."""
+    from campaignctl.connect import open_state_store
+    from campaignctl.state import NewMessage
+
+    project = load_project(project_dir)
+    due_channels = {m.channel for m in make_plan(project, NOW).messages}
+    idle = sorted(set(project.channels) - due_channels)[0]
+    store = open_state_store(project)
+    try:
+        keys = [f"gone/v1/{c}/0/20261130" for c in (1, 2)]
+        store.reserve_messages([NewMessage(key, "gone", key.split("/")[2], idle, 0, 0.0) for key in keys])
+        assert store.mark_sending(keys) == keys
+    finally:
+        store.close()
+    (project_dir / "out").mkdir(exist_ok=True)
+    handed_over = {"key": keys[0], "campaign": "gone", "customer_id": "1", "channel": idle, "to": "x", "parts": {}, "metadata": {}}
+    (project_dir / project.channels[idle].options["path"]).write_text(json.dumps(handed_over) + "\n")  # the first reached the outbox
+    result = apply(project, NOW)
+    assert result.delivery["in_doubt"] == []
+    assert ledger(project_dir)[keys[0]] == "sent" and ledger(project_dir)[keys[1]] == "planned"
