@@ -146,6 +146,18 @@ class _Block:
     entrants: _Entrants | None
 
 
+@dataclass(frozen=True)
+class _Answers:
+    """One of few answers per candidate: ``answers[which[index]]``, without a
+    list as long as the candidates (most of them share one answer)."""
+
+    answers: list
+    which: np.ndarray
+
+    def __getitem__(self, index: int):
+        return self.answers[self.which[index]]
+
+
 # What the gate decided for a candidate message.
 SENT, DEFERRED, OVER_BUDGET, CAPPED = 0, 1, 2, 3
 
@@ -568,14 +580,14 @@ class _Planner:
         """Every candidate message through the gate, in priority order (higher
         first), then campaign, then customer: quiet hours and send windows
         defer, budgets hold back, frequency caps skip the step. Returns the
-        messages, the deferrals, what each campaign's messages cost and what
+        messages (by campaign, customer and step), the deferrals, what each campaign's messages cost and what
         budgets held back."""
         blocks = self.candidate_blocks()
         customers = sorted_union([block.customers for block in blocks])
         caps = gate.FrequencyCaps.build(self.project, self.now, self.state.recent_sends, customers, self.channel_names)
         planned_cost: Counter = Counter()
         over_budget: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # campaign -> [messages, cost]
-        messages: list[Rows] = []
+        messages: dict[str, list[Rows]] = defaultdict(list)  # campaign -> its messages, in the gate's order
         deferred: list[Deferral] = []
         for block in blocks:
             outcome, moved = self.decide(block, caps, planned_cost)
@@ -587,9 +599,9 @@ class _Planner:
                 over_budget[block.campaign][0] += len(held_cost)
                 for cost in held_cost:  # in the gate's order: the sum a loop would give
                     over_budget[block.campaign][1] += cost
-            messages.append(self.apply_objects(block, outcome, moved, deferred))
-            messages.append(self.apply_entrants(block, outcome, moved, deferred))
-        return Rows.concat(MessageAction, messages), deferred, planned_cost, over_budget
+            messages[block.campaign] += [self.apply_objects(block, outcome, moved, deferred),
+                                         self.apply_entrants(block, outcome, moved, deferred)]
+        return _sorted_messages(messages), deferred, planned_cost, over_budget
 
     def candidate_blocks(self) -> list[_Block]:
         """The candidates grouped by (priority, campaign), in the gate's order."""
@@ -625,9 +637,9 @@ class _Planner:
 
     def decide(self, block: _Block, caps: gate.FrequencyCaps, planned_cost: Counter) -> tuple[np.ndarray, list]:
         """What the gate does with each candidate of ``block`` (SENT, DEFERRED,
-        OVER_BUDGET, CAPPED), and where deferred ones move ((until, rule) per candidate, None for the rest)."""
+        OVER_BUDGET, CAPPED), and where deferred ones move (``moved[index]``: (until, rule), None for the rest)."""
         moved = self.deferrals(block)
-        live = np.fromiter((m is None for m in moved), dtype=bool, count=len(moved))
+        live = np.array([answer is None for answer in moved.answers], dtype=bool)[moved.which]
         positions = caps.positions(block.customers)
         blocked = caps.blocked(positions, block.channels)
         budgets = np.array([np.inf if flow.budget is None else flow.budget for flow in block.flows])[block.flow_slot]
@@ -655,7 +667,7 @@ class _Planner:
         caps.record(positions[sent], block.channels[sent])
         return outcome, moved
 
-    def deferrals(self, block: _Block) -> list[tuple[datetime, str] | None]:
+    def deferrals(self, block: _Block) -> _Answers:
         """gate.deferral per candidate; every candidate sends at ``now``, so the
         answer depends on the customer's zone and the campaign's window alone."""
         rows = self.facts.rows_of(block.customers)
@@ -673,9 +685,9 @@ class _Planner:
                 customer_id = int(block.customers[index])
                 self._deferrals[memo] = gate.deferral(self.now, self.facts.get(customer_id), self.tz, self.policies.quiet_hours, window)
             answers.append(self._deferrals[memo])
-        return [answers[i] for i in inverse.tolist()]
+        return _Answers(answers, inverse)
 
-    def apply_objects(self, block: _Block, outcome: np.ndarray, moved: list, deferred: list) -> Rows:
+    def apply_objects(self, block: _Block, outcome: np.ndarray, moved: _Answers, deferred: list) -> Rows:
         """The gate's decisions on rows one by one (from state, or the reference
         path); the messages they send."""
         messages = []
@@ -699,7 +711,7 @@ class _Planner:
         self.object_messages += messages
         return Rows.of(MessageAction, messages)
 
-    def apply_entrants(self, block: _Block, outcome: np.ndarray, moved: list, deferred: list) -> Rows:
+    def apply_entrants(self, block: _Block, outcome: np.ndarray, moved: _Answers, deferred: list) -> Rows:
         """The gate's decisions on entrants, a column at a time; the messages they send."""
         e = block.entrants
         if e is None:
@@ -945,13 +957,20 @@ def plan(project: Project, audiences: Audiences, state: StateSnapshot, now: date
         return _plan(project, audiences, state, now, facts, versions, sms, history, one_by_one)
 
 
-def _sorted_messages(messages: Rows) -> Rows:
-    """By campaign, customer and step; stable, as the gate made them."""
-    campaigns = messages.column("campaign")
-    code = {name: index for index, name in enumerate(sorted(set(campaigns)))}
-    order = np.lexsort((np.array(messages.column("step"), dtype=np.int64), np.array(messages.column("customer_id"), dtype=np.int64),
-                        np.array([code[name] for name in campaigns], dtype=np.int64)))
-    return messages.take(order.tolist())
+def _sorted_messages(parts: Mapping[str, Sequence[Rows]]) -> Rows:
+    """The gate's messages by campaign, customer and step; stable, as the gate
+    made them (``parts``: each campaign's, in the gate's order). A campaign's
+    messages mostly come from one block of the gate, already by customer:
+    those are kept as they are, and only the others are sorted (sorting all
+    took ~0.1 s at 1M customers)."""
+    ordered = []
+    for campaign in sorted(parts):
+        found = [part for part in parts[campaign] if len(part)]
+        rows = found[0] if len(found) == 1 else Rows.concat(MessageAction, found)
+        customers, steps = (np.array(rows.column(name), dtype=np.int64) for name in ("customer_id", "step"))
+        before = (customers[1:] > customers[:-1]) | ((customers[1:] == customers[:-1]) & (steps[1:] >= steps[:-1]))
+        ordered.append(rows if before.all() else rows.take(np.lexsort((steps, customers)).tolist()))
+    return ordered[0] if len(ordered) == 1 else Rows.concat(MessageAction, ordered)
 
 
 @contextmanager
@@ -996,7 +1015,6 @@ def _plan(project: Project, audiences: Audiences, state: StateSnapshot, now: dat
     planner.monthly_violation(forecast)
     enrollments = planner.enrollment_actions()
     planner.violations += promo.pool_violations(project, planner.promo_wanted(), state, now)
-    messages = _sorted_messages(messages)
     # The offer forecast comes last: it alone reads the order history, which
     # may still be on its way (executor.compute_plan reads it meanwhile).
     offer_rows: list = []
