@@ -3,12 +3,15 @@ the demo retailer: every number equals a plain-Python count over the raw
 orders, and PostgreSQL and Spark give what DuckDB gives.
 
 The query returns each customer's windows with an order as a bitmap of BIGINT
-words of 63 windows each, counted after the query; the specs below put windows
-in one word, exactly fill a word, spill one window into a second word, take six
-words (1-day windows over a year), and are not whole days (36 hours). Two made-up
-customers add what the demo data rarely hits: an order in every window (every
-bit of a word set, so values near 2**63 cross Arrow) and orders exactly on window
-and look-back boundaries."""
+words of up to 63 windows each, counted after the query; a spec whose windows
+are whole numbers of another's is counted from that one's bitmap. The specs
+below put windows in one word, exactly fill a word, spill one window into a
+second word, take seven words (1-day windows over a year, 56 a word: the 2- and
+7-day specs are counted from them), and are not whole days (36 hours, 63 a word;
+the 100-day look-back is counted from the 365-day one). Two made-up customers add
+what the demo data rarely hits: an order in every window (every bit of a word
+set, so values near 2**63 cross Arrow) and orders exactly on window and
+look-back boundaries."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import pytest
 from contract.harness import open_source
 
 from campaignctl.demo_data import generate_demo_data
-from campaignctl.offers.history import IN_LIST_LIMIT, CustomerHistory, HistorySpec, history_query, load_history
+from campaignctl.offers.history import IN_LIST_LIMIT, Bitmap, CustomerHistory, HistorySpec, bitmaps, history_query, load_history
 from campaignctl.project import load_project
 
 UTC = timezone.utc
@@ -62,8 +65,10 @@ def made_up_orders() -> list[tuple[int, datetime, str]]:
         NOW + SECOND,  # in the future: not counted
         NOW - 365 * DAY,  # exactly a look-back ago: outside it (windows are (now - (k+1)W, now - kW])
         NOW - 365 * DAY + SECOND,
-        NOW - 63 * DAY,  # 1-day window 63: bit 0 of the second word
-        NOW - 63 * DAY + SECOND,  # window 62: the last bit of the first word
+        NOW - 56 * DAY,  # 1-day window 56: bit 0 of the second word
+        NOW - 56 * DAY + SECOND,  # window 55: the last bit of the first word; 2-day window 27, 7-day window 7
+        NOW - 63 * DAY,  # 1-day window 63
+        NOW - 63 * DAY + SECOND,
         NOW - 63 * 36 * HOUR,  # 36-hour window 63
         NOW - 63 * 36 * HOUR + SECOND,
         NOW - 126 * DAY + SECOND,  # the oldest moment of the 126-day look-back
@@ -155,15 +160,44 @@ def on_duckdb(project, project_dir, request) -> dict[HistorySpec, CustomerHistor
 
 
 def test_the_specs_cover_the_word_edges():
-    assert [spec.words for spec in SPECS] == [6, 1, 4, 1, 2, 2, 1]
     assert [spec.windows for spec in SPECS] == [365, 52, 243, 63, 64, 66, 4]
+    layout = bitmaps(SPECS)
+    by_day, by_36_hours = SPECS[0], SPECS[2]
+    assert [(layout[spec].base, layout[spec].per) for spec in SPECS] == [
+        (by_day, 1), (by_day, 7), (by_36_hours, 1), (by_day, 2), (by_day, 2), (by_36_hours, 1), (by_day, 7)]
+    assert [(layout[spec].bits, layout[spec].words) for spec in (by_day, by_36_hours)] == [(56, 7), (63, 4)]
+
+
+def test_bitmaps_are_shared_only_where_they_save_words():
+    three, four, seven, twelve, fourteen = (HistorySpec(365 * DAY, days * DAY) for days in (3, 4, 7, 12, 14))
+    layout = bitmaps([three, four, seven, twelve, fourteen])  # the example project's
+    # 12 days from 4 (groups of 3: still 63 a word), not from 3 (groups of 4: 60 a word, 3 words for 121 windows)
+    assert (layout[twelve].base, layout[twelve].per, layout[four].bits) == (four, 3, 63)
+    assert (layout[fourteen].base, layout[fourteen].per, layout[seven].bits) == (seven, 2, 62)
+    assert {layout[spec].base for spec in layout} == {three, four, seven}
+    # 32-day windows over three years take one word of their own; from 1-day windows they would
+    # leave 32 a word: 35 words for 1,095 days instead of 18
+    by_day, by_month = HistorySpec(1095 * DAY, DAY), HistorySpec(1095 * DAY, 32 * DAY)
+    assert bitmaps([by_day, by_month])[by_month] == Bitmap(by_month, 1, 63)
+    assert bitmaps([by_day, HistorySpec(1095 * DAY, 21 * DAY)])[HistorySpec(1095 * DAY, 21 * DAY)] == Bitmap(by_day, 21, 63)
+    nine_day, over_a_week = HistorySpec(365 * DAY, 9 * DAY), HistorySpec(365 * DAY, 8 * DAY)
+    assert {layout.base for layout in bitmaps([nine_day, over_a_week]).values()} == {nine_day, over_a_week}  # neither divides
+
+
+def test_a_bitmap_counts_groups_of_bits():
+    bitmap = Bitmap(HistorySpec(30 * DAY, DAY), per=3, bits=63)
+    words = [np.array([0b000_101_000_110, 0, 2**62, 0b111 << 27], dtype=np.uint64)]
+    # groups of 3 bits: 2 set; none; bit 62 is the base's 63rd window, past the spec's 10 windows; group 9 only
+    assert bitmap.count(words, windows=10).tolist() == [2, 0, 0, 1]
+    assert bitmap.count(words, windows=21).tolist() == [2, 0, 1, 1]
 
 
 def test_the_query_returns_windows_as_bitmaps(project, project_dir, request):
+    layout = bitmaps(SPECS)
     for dialect in ("duckdb", "postgres", "spark"):
         sql = history_query(project, dialect, SPECS, NOW)
         assert "DISTINCT" not in sql.upper()
-        assert sql.upper().count("BIT_OR(") == sum(spec.words for spec in SPECS)
+        assert sql.upper().count("BIT_OR(") == sum(bitmap.words for spec, bitmap in layout.items() if bitmap.base == spec) == 11
     # A BIGINT is shifted (PostgreSQL and Spark would wrap an INT mod 32): the window's
     # condition as 0 or 1, cast to INT first (PostgreSQL casts no boolean to BIGINT).
     assert "SHIFTLEFT(CAST(CAST((" in history_query(project, "spark", SPECS, NOW)
@@ -173,12 +207,14 @@ def test_the_query_returns_windows_as_bitmaps(project, project_dir, request):
         table = source.query(history_query(project, "duckdb", SPECS, NOW)).to_pylist()
     finally:
         source.close()
-    by_day, by_two_days = (f"windows_{sorted(SPECS).index(spec)}" for spec in (HistorySpec(365 * DAY, DAY), HistorySpec(128 * DAY, 2 * DAY)))
+    by_day, by_36_hours = (f"windows_{sorted(SPECS).index(spec)}" for spec in (HistorySpec(365 * DAY, DAY), HistorySpec(365 * DAY, 36 * HOUR)))
+    assert not any(name.startswith(f"windows_{sorted(SPECS).index(HistorySpec(128 * DAY, 2 * DAY))}_") for name in table[0])  # counted from by_day
     every_day = next(row for row in table if row["customer_id"] == EVERY_DAY)
-    assert [every_day[f"{by_day}_{w}"] for w in range(6)] == [2**63 - 1] * 5 + [2**50 - 1]  # bit k of word w: day 63w + k
-    assert every_day[f"{by_two_days}_1"] == 1  # the 64th 2-day window is the second word's only one
+    assert [every_day[f"{by_day}_{w}"] for w in range(7)] == [2**56 - 1] * 6 + [2**29 - 1]  # bit k of word w: day 56w + k
+    assert every_day[f"{by_36_hours}_0"] == 2**63 - 1  # every bit of a word: the largest BIGINT
     on_edges = next(row for row in table if row["customer_id"] == ON_EDGES)
-    assert on_edges[f"{by_day}_1"] & 1 and on_edges[f"{by_day}_0"] >> 62 & 1  # 63 days ago exactly, and a second later
+    assert on_edges[f"{by_day}_1"] & 1 and on_edges[f"{by_day}_0"] >> 55 & 1  # 56 days ago exactly, and a second later
+    assert on_edges[f"{by_36_hours}_1"] & 1 and on_edges[f"{by_36_hours}_0"] >> 62 & 1  # 63 windows of 36 hours ago, and a second later
     # Demo customers, not only the made-up ones, ordered in windows past the first word.
     assert sum(1 for row in table if row[f"{by_day}_1"]) > 100
 
