@@ -29,7 +29,6 @@ from ..model import Project
 from ..offers.history import CustomerHistory, HistorySpec, segment_history
 from ..offers.terms import BuyerValue, buyer_value, describe_terms, half_up, limit_kind, money, threshold, validity_days
 from ..segments.periods import parse_duration
-from .hashing import TREATMENT
 from .plan import OfferForecast, Violation
 
 DEFAULT_LOOKBACK = timedelta(days=365)
@@ -111,9 +110,9 @@ def offer_forecasts(planner, history: Mapping[HistorySpec, CustomerHistory]) -> 
         offered = campaign_offers(project, name)
         if not offered:
             continue
-        eligible, groups, arms = planner.assigned(flow)
+        eligible, _, arms, in_treatment = planner.assigned(flow)
         for arm, offers in offered:
-            treated = eligible[(groups == TREATMENT) & (arms == arm if arm is not None else True)]
+            treated = eligible[in_treatment & (arms == arm) if arm is not None else in_treatment]
             audiences.append((name, arm, offers, eligible, _messaged(planner, flow, treated)))
     rows, violations = [], []
     for name, arm, offers, eligible, audience in audiences:
