@@ -372,6 +372,7 @@ class _Planner:
     # ------------------------------------------------------------------ entries
 
     def eligible(self, flow: Flow) -> tuple[np.ndarray, np.ndarray]:
+        """(the audience's members, those of them no excluded segment holds), sorted."""
         members = self.audiences.members.get(flow.audience)
         if members is None:
             raise ValueError(f"campaign {flow.campaign}: segment {flow.audience!r} was not evaluated (audiences lack it)")
@@ -400,8 +401,8 @@ class _Planner:
         return self._assigned[flow.campaign]
 
     def enter(self, flow: Flow) -> CampaignAudience:
-        members, _ = self.eligible(flow)
-        eligible, group_array, arm_array, treated_array = self.assigned(flow)
+        eligible, group_array, arm_array, treated_array = self.assigned(flow)  # raises when the audience was not evaluated
+        members = self.audiences.members[flow.audience]
         existing = self.enrolled.get(flow.campaign, {})
         groups = self._group_counts[flow.campaign]
         arm_counts = {arm.name: int(np.count_nonzero(arm_array == arm.name)) for arm in flow.arms}
