@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
@@ -31,6 +32,18 @@ class DataSource(Protocol):
 
     def close(self) -> None:
         """Release connections; the source is not used afterwards."""
+
+
+@runtime_checkable
+class InProcessEngine(Protocol):
+    """A DataSource whose engine runs in this process, on its cores (DuckDB):
+    optional. campaignctl runs a query beside CPU-bound Python (the planner
+    beside the order history) inside ``beside_python()``, where the engine
+    leaves the Python a core: on two cores, two engine threads and the planner
+    took turns on both."""
+
+    def beside_python(self) -> AbstractContextManager[None]:
+        """While it is open: one thread fewer for queries (at least one)."""
 
 
 # A factory receives the project's data-source settings (secrets already

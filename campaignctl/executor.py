@@ -16,6 +16,7 @@ import socket
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Collection, Sequence
@@ -25,7 +26,7 @@ import numpy as np
 
 from .arrays import sorted_union
 from .connect import open_data_source, open_offer_sinks, open_senders, open_state_store
-from .contracts import DataSource, OutgoingMessage
+from .contracts import DataSource, InProcessEngine, OutgoingMessage
 from .delivery import DueMessage, deliver
 from .facts import CONTACT_FOR_KIND, FACT_COLUMNS, facts_from_audiences
 from .issuing import export_offers, issue_key, issue_offers, issued_codes
@@ -164,10 +165,12 @@ def compute_plan(project: Project, source: DataSource, snapshot: StateSnapshot, 
     say("planning, while the order history of the offers' audiences is read")
     # The history query runs in the engine while the planner works in Python,
     # which reads it only at the end, for the offer forecast: on two cores the
-    # two overlap (~1 s at 1M customers). Nothing else uses the source
-    # meanwhile (a connection is not for two threads at once): the planner
+    # two overlap (~1 s at 1M customers). An engine in this process leaves the
+    # planner a core meanwhile (contracts.InProcessEngine). Nothing else uses
+    # the source (a connection is not for two threads at once): the planner
     # reads none, and leaving the block waits for the query.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="offer-history") as background:
+    beside = source.beside_python() if isinstance(source, InProcessEngine) else nullcontext()
+    with beside, ThreadPoolExecutor(max_workers=1, thread_name_prefix="offer-history") as background:
         history = background.submit(load_offer_history, project, source, audiences, now)
         planned = plan(project, audiences, snapshot, now, facts, sms=estimates, history=Awaited(history))
     history.result()  # a failed query fails the plan even where the planner did not read it

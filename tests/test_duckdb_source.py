@@ -11,6 +11,7 @@ import pytest
 from campaignctl_duckdb import DataSourceError, DuckDBSource
 
 from campaignctl import plugins
+from campaignctl.contracts import InProcessEngine
 from campaignctl.datacontract import CONTRACT, check_source
 from campaignctl.diagnostics import Location
 from campaignctl.model import DataSourceConfig, TableMapping
@@ -41,6 +42,25 @@ def test_parquet_files_directories_and_csv_become_views(tmp_path):
     assert source.table_columns("missing") is None
     assert source.query("SELECT count(*) AS n FROM orders").to_pylist() == [{"n": 2}]
     source.close()
+
+
+def test_beside_python_leaves_a_core_and_gives_it_back(tmp_path):
+    pq.write_table(pa.table({"customer_id": [1, 2]}), tmp_path / "customers.parquet")
+
+    def threads(source: DuckDBSource) -> int:
+        return int(source.query("SELECT current_setting('threads') AS n").column("n")[0].as_py())
+
+    for configured, beside in ((4, 3), (2, 1), (1, 1)):
+        source = DuckDBSource.from_config(DataSourceConfig("duckdb", {"path": tmp_path.name, "threads": configured}), tmp_path.parent)
+        assert isinstance(source, InProcessEngine)
+        with source.beside_python():
+            assert threads(source) == beside
+            assert source.query("SELECT count(*) AS n FROM customers").to_pylist() == [{"n": 2}]
+        assert threads(source) == configured
+        with pytest.raises(RuntimeError), source.beside_python():
+            raise RuntimeError("a failed query")
+        assert threads(source) == configured  # given back whatever happened inside
+        source.close()
 
 
 def test_missing_directory_is_a_clear_error(tmp_path):

@@ -368,10 +368,31 @@ def test_the_history_read_beside_the_planner_gives_the_plan_a_sequential_read_gi
                           history=load_offer_history(project, source, audiences, now))
         with pytest.raises(RuntimeError, match="the history query failed"):
             compute_plan(project, FailingHistory(source), StateSnapshot(), now)
+        watched = WatchedThreads(source)
+        assert compute_plan(project, watched, StateSnapshot(), now).offer_forecast == overlapped.offer_forecast
     finally:
         source.close()
     assert len(overlapped.offer_forecast) > 5 and overlapped.offer_forecast == sequential.offer_forecast
     assert overlapped.messages == sequential.messages
+    # The engine left the planner a core while it read the history, and only then.
+    assert [threads for sql, threads in watched.queries if "windows_0_0" in sql] == [max(1, watched.threads - 1)]
+    assert {threads for sql, threads in watched.queries if "windows_0_0" not in sql} == {watched.threads}
+
+
+class WatchedThreads(FailingHistory):
+    """A data source that records how many threads DuckDB had for each query."""
+
+    def __init__(self, source):
+        super().__init__(source)
+        self.threads = self.now_threads()
+        self.queries: list[tuple[str, int]] = []
+
+    def now_threads(self) -> int:
+        return int(self.source.connection.execute("SELECT current_setting('threads')").fetchall()[0][0])
+
+    def query(self, sql: str):
+        self.queries.append((sql, self.now_threads()))
+        return self.source.query(sql)
 
 
 def test_history_read_for_everyone_forecasts_as_the_audiences_own(example, monkeypatch):
