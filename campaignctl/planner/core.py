@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -128,6 +128,18 @@ class _Candidate:
     template: str
     cost: float
     key: str
+
+
+def _by_arm(flow: Flow, arms: np.ndarray, chosen: np.ndarray) -> Iterator[tuple[str | None, np.ndarray]]:
+    """(arm, which of ``chosen`` are in it) for each arm among the chosen, in order
+    of first appearance. Most campaigns have no arms: listing their column of
+    None to find that out took ~0.08 s of a plan at 1M customers."""
+    if not flow.arms:
+        if chosen.any():
+            yield None, chosen
+        return
+    for arm in dict.fromkeys(arms[chosen].tolist()):
+        yield arm, chosen & (arms == arm)
 
 
 def _pick(values: Sequence, codes: np.ndarray) -> list:
@@ -454,8 +466,7 @@ class _Planner:
         due = np.full(len(ids), NO_TIME, dtype=np.int64)
         if treated.any():
             first_wait = _us(flow.steps[0].wait)
-            for arm in dict.fromkeys(arms[treated].tolist()):
-                chosen = treated & (arms == arm)
+            for arm, chosen in _by_arm(flow, arms, treated):
                 delay = _us(flow.delay(arm)) if flow.kind == "triggered" else 0
                 due[chosen] = at[chosen] + delay + first_wait
         entrants = _Entrants(
@@ -877,13 +888,13 @@ class _Planner:
             active = (e.status == ACTIVE) & e.treated
             for chosen, message in ((sent, True), (active, False)):
                 for step in np.unique(e.step[chosen]).tolist():
-                    for arm in dict.fromkeys(e.arms[chosen & (e.step == step)].tolist()):
+                    for arm, in_arm in _by_arm(e.flow, e.arms, chosen & (e.step == step)):
                         if message:  # the offer of the message sent (as MessageAction.offer)
                             offer = e.flow.offer_for(e.flow.steps[step - 1], arm)
                         else:  # the offer of the next step (as promo.wanted reads an enrollment)
                             offer = promo.step_offer(self.project, e.flow.campaign, step, arm)
                         if offer in pooled:
-                            wanted[(e.flow.campaign, offer)].append(e.ids[chosen & (e.step == step) & (e.arms == arm)])
+                            wanted[(e.flow.campaign, offer)].append(e.ids[in_arm])
         return wanted
 
     def enrollment_actions(self) -> Rows:
@@ -935,8 +946,7 @@ class _Planner:
             known = rows >= 0
             keep &= ~(known & self.facts.inactive_rows(at, self.policies.suppress_inactive_days)[np.where(known, rows, 0)])
             alike: dict = {}
-            for arm in dict.fromkeys(arms[keep].tolist()):
-                chosen = keep & (arms == arm)
+            for arm, chosen in _by_arm(flow, arms, keep):
                 ids = eligible[chosen]
                 self.alike_columns(alike, flow, ids, self.reach_classes(ids, rows[chosen]), np.zeros(len(ids), dtype=np.int64),
                                    np.full(len(ids), to_micros(flow.first_due(at, arm)), dtype=np.int64))
