@@ -4,6 +4,7 @@ get these messages (or are held back, deferred, exited) and no others."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -684,3 +685,21 @@ def test_bulk_draws_equal_the_documented_formula():
     assert assignments("shop", "winback", np.empty(0, dtype=np.int64)).shape == (0,)
     with pytest.raises(TypeError, match="customer_id must be an integer"):
         assignment("shop", "winback", "7")
+
+
+def test_what_the_planner_made_goes_to_the_oldest_generation_and_frozen_objects_stay_frozen():
+    from campaignctl.planner.core import _without_cyclic_gc
+
+    with _without_cyclic_gc():
+        assert not gc.isenabled()
+        made = [object() for _ in range(3)]  # a tracked container, as a plan's columns are
+    assert gc.isenabled()
+    assert any(found is made for found in gc.get_objects(generation=2))  # not walked by the young generations again
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # a process that keeps objects frozen (before a fork, say) keeps them so
+    try:
+        with _without_cyclic_gc():
+            more = [object()]
+        assert gc.get_freeze_count() > 0 and not any(found is more for found in gc.get_objects(generation=2))
+    finally:
+        gc.unfreeze()

@@ -1004,12 +1004,18 @@ def _without_cyclic_gc():
     """A plan builds millions of small objects and no reference cycles; the
     cyclic collector would walk every one of them again and again as they pile
     up (a third of the planner's time at 1M customers). Reference counting
-    still frees everything as usual."""
+    still frees everything as usual. On the way out, what the planner made
+    goes straight to the oldest generation (a freeze and a thaw, unless the
+    process keeps objects frozen of its own): the young generations' next
+    collections walked the plan's columns twice more, ~0.13 s at 1M."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if not gc.get_freeze_count():
+            gc.freeze()
+            gc.unfreeze()
         if enabled:
             gc.enable()
 
