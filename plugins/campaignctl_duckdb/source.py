@@ -56,7 +56,7 @@ class DuckDBSource:
     def beside_python(self) -> Iterator[None]:
         """One thread fewer while the queries run beside CPU-bound Python (the
         contracts.InProcessEngine protocol). At 1M customers on two cores the
-        order history read beside the planner: the planning took ~0.25 s less
+        order history read beside the planner: the planning took ~0.15 s less
         with one engine thread than with two (docs/benchmarks.md)."""
         ((threads,),) = self.connection.execute("SELECT current_setting('threads')").fetchall()
         if int(threads) < 2:
