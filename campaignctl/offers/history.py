@@ -340,9 +340,11 @@ def load_history(project: Project, source: DataSource, specs: Sequence[HistorySp
         return [pc.fill_null(table.column(f"windows_{j}_{w}").cast(pyarrow.int64()), 0).to_numpy(zero_copy_only=False)
                 .astype(np.uint64, copy=False) for w in range(layout[base].words)]
 
+    bitmap_words = {base: words(base) for base in {bitmap.base for bitmap in layout.values()}}  # once for the specs sharing them
+
     def windows(spec: HistorySpec) -> np.ndarray:
         """Windows with an order, counted from the base's words."""
-        counted = layout[spec].count(words(layout[spec].base), spec.windows)
+        counted = layout[spec].count(bitmap_words[layout[spec].base], spec.windows)
         return counted if rows is None else counted[rows]
 
     customers = found if rows is None else found[rows]
