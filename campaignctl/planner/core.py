@@ -604,8 +604,8 @@ class _Planner:
         """Every candidate message through the gate, in priority order (higher
         first), then campaign, then customer: quiet hours and send windows
         defer, budgets hold back, frequency caps skip the step. Returns the
-        messages (by campaign, customer and step), the deferrals, what each campaign's messages cost and what
-        budgets held back."""
+        messages (by campaign, customer and step), the deferrals, what each
+        campaign's messages cost and what budgets held back."""
         blocks = self.candidate_blocks()
         customers = sorted_union([block.customers for block in blocks])
         caps = gate.FrequencyCaps.build(self.project, self.now, self.state.recent_sends, customers, self.channel_names)
@@ -659,7 +659,7 @@ class _Planner:
         return _Block(campaign, np.concatenate(customers)[order], np.concatenate(channels)[order], np.concatenate(costs)[order],
                       flows, np.concatenate(slots)[order], objects, order, np.concatenate(entrant)[order], entrants)
 
-    def decide(self, block: _Block, caps: gate.FrequencyCaps, planned_cost: Counter) -> tuple[np.ndarray, list]:
+    def decide(self, block: _Block, caps: gate.FrequencyCaps, planned_cost: Counter) -> tuple[np.ndarray, _Answers]:
         """What the gate does with each candidate of ``block`` (SENT, DEFERRED,
         OVER_BUDGET, CAPPED), and where deferred ones move (``moved[index]``: (until, rule), None for the rest)."""
         moved = self.deferrals(block)
